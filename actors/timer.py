@@ -1,0 +1,202 @@
+"""TimerActor: starts each pending job at its due time, in order, within the concurrency bound.
+
+The view's index on `(run_at, seq) WHERE state='pending'` is the source of truth; the actor keeps
+only a window of it in a heap (jobs due before `horizon_end`), so memory does not grow with the
+backlog. Jobs saved by this process are pushed into the window directly; jobs saved by other
+processes are found by re-reading the window when the log grows (S11b). The clock wakes the actor
+at the earliest due time; the callback only tells a `Wake`, so the actor never sleeps.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pykka
+
+from schedlog.actors.messages import (
+    JobFinished,
+    JobsScheduled,
+    LogAdvanced,
+    RunJob,
+    Settle,
+    StopDispatching,
+    Wake,
+)
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+    from types import TracebackType
+
+    from schedlog.actors.ports import Clock, Wakeup
+    from schedlog.projections.queries import DueJob
+
+__all__ = ["JobSource", "TimerActor"]
+
+log = logging.getLogger(__name__)
+
+HORIZON_MS = 60_000
+"""How far ahead the window reaches."""
+WINDOW = 1_000
+"""How many jobs one read of the index brings into the window at most."""
+
+
+class JobSource(Protocol):
+    """Where the timer reads pending jobs and the log's position."""
+
+    def due(self, before_ms: int, limit: int) -> list[DueJob]:
+        """Return up to `limit` pending jobs due before `before_ms`, in start order."""
+
+    def log_position(self) -> int:
+        """Return the id of the last event in the store's log."""
+
+
+class TimerActor(pykka.ThreadingActor):
+    """Keeps the near future in a heap and hands due jobs to idle executors (S13)."""
+
+    def __init__(self, clock: Clock, source: JobSource) -> None:
+        super().__init__()
+        self._clock = clock
+        self._source = source
+        self._heap: list[DueJob] = []
+        self._queued: set[str] = set()
+        self._running: set[str] = set()
+        self._idle: list[pykka.ActorRef[Any]] = []
+        self._horizon_end = 0  # 0: the window must be read before the next dispatch
+        self._truncated = False
+        self._log_position = -1
+        self._armed_at: int | None = None
+        self._wakeup: Wakeup | None = None
+        self._settling: list[Future[None]] = []
+        self._dispatching = True
+
+    def add_executors(self, executors: list[pykka.ActorRef[Any]]) -> None:
+        """Take the executors this timer may hand jobs to (asked once, at start)."""
+        self._idle.extend(executors)
+        self._pump()
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle one message; every message ends with a pump (dispatch, re-arm, settle)."""
+        match message:
+            case JobsScheduled(jobs):
+                for job in jobs:
+                    self._push(job)
+            case Wake():
+                self._armed_at = None
+            case JobFinished(job_id, executor, retry):
+                self._running.discard(job_id)
+                self._idle.append(executor)
+                if retry is not None:
+                    self._push(retry)
+            case LogAdvanced(position):
+                if position != self._log_position:
+                    self._log_position = position
+                    self._horizon_end = 0
+            case Settle(reply):
+                self._check_log()
+                self._settling.append(reply)
+            case StopDispatching():
+                self._dispatching = False
+                self._disarm()
+                return len(self._running)
+            case _:
+                log.warning("timer: unexpected message %r", message)
+        self._pump()
+        return None
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Log the crash; the App sees the dead actor and refuses further work."""
+        log.error(
+            "timer actor died", exc_info=(exception_type, exception_value, traceback)
+        )  # type: ignore[arg-type]
+
+    def on_stop(self) -> None:
+        """Cancel the pending wake-up and release anyone waiting to settle."""
+        self._disarm()
+        for reply in self._settling:
+            reply.set_result(None)
+        self._settling.clear()
+
+    # Internals.
+
+    def _push(self, job: DueJob) -> None:
+        if job.job_id in self._queued or job.job_id in self._running:
+            return
+        if job.run_at < self._horizon_end:
+            heapq.heappush(self._heap, job)
+            self._queued.add(job.job_id)
+
+    def _check_log(self) -> None:
+        position = self._source.log_position()
+        if position != self._log_position:
+            self._log_position = position
+            self._horizon_end = 0
+
+    def _refill(self, now: int) -> None:
+        rows = self._source.due(now + HORIZON_MS, WINDOW)
+        self._truncated = len(rows) == WINDOW
+        self._horizon_end = rows[-1].run_at if self._truncated else now + HORIZON_MS
+        for job in rows:
+            self._push(job)
+
+    def _pump(self) -> None:
+        if not self._dispatching:
+            return
+        now = self._clock.now_ms()
+        heap = self._heap
+        if now >= self._horizon_end or (
+            self._truncated and (not heap or heap[0].run_at >= self._horizon_end)
+        ):
+            self._refill(now)
+        while self._idle and heap and heap[0].run_at <= now:
+            job = heapq.heappop(heap)
+            self._queued.discard(job.job_id)
+            self._running.add(job.job_id)
+            self._idle.pop().tell(RunJob(job.job_id))
+        self._arm(now)
+        self._settle(now)
+
+    def _arm(self, now: int) -> None:
+        if self._heap:
+            deadline = self._heap[0].run_at
+            if deadline <= now:
+                return  # due but no idle executor: a JobFinished will pump
+        elif self._truncated:
+            return  # the window's last rows are running: their JobFinished will pump
+        else:
+            deadline = self._horizon_end
+        if self._armed_at == deadline:
+            return
+        self._disarm()
+        self._armed_at = deadline
+        ref = self.actor_ref
+
+        def wake() -> None:
+            try:
+                ref.tell(Wake())
+            except pykka.ActorDeadError:
+                pass
+
+        self._wakeup = self._clock.wake_at(deadline, wake)
+
+    def _disarm(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+            self._wakeup = None
+        self._armed_at = None
+
+    def _settle(self, now: int) -> None:
+        if not self._settling:
+            return
+        due_waiting = bool(self._heap) and self._heap[0].run_at <= now
+        if due_waiting or self._running:
+            return
+        for reply in self._settling:
+            reply.set_result(None)
+        self._settling.clear()

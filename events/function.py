@@ -1,0 +1,177 @@
+"""The ScheduledFunction aggregate: its five past-tense events and its command methods (domain).
+
+Each public command checks the transition in `state.py`, then triggers a private `@event`
+mutator that only assigns, so replaying the log never re-validates. Every time is an explicit
+`*_ms` field passed in by the caller; the domain never reads a clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventsourcing.domain import Aggregate, event
+
+from schedlog.events.state import Command, next_state
+from schedlog.events.values import TERMINAL_STATES, FunctionKind, JobState, Outcome
+
+__all__ = ["ScheduledFunction"]
+
+
+class ScheduledFunction(Aggregate):
+    """One scheduled call of a registered function, from `Scheduled` to its final state."""
+
+    class Scheduled(Aggregate.Created):
+        """The job was accepted: what to run, with which arguments, and when."""
+
+        name: str
+        kind: str
+        args: list[Any]
+        kwargs: dict[str, Any]
+        scheduled_time_ms: int
+        creation_time_ms: int
+        parent_id: str | None
+
+    class Started(Aggregate.Event):
+        """An attempt began on a node (for a mutation, saved with its outcome)."""
+
+        at_ms: int
+        node_id: str
+        attempt: int
+
+    class Retried(Aggregate.Event):
+        """An attempt hit a transient error; the job runs again at `next_run_ms` (S15)."""
+
+        at_ms: int
+        attempt: int
+        error: str
+        next_run_ms: int
+
+    class Canceled(Aggregate.Event):
+        """The job was canceled (S20, S21)."""
+
+        at_ms: int
+
+    class Completed(Aggregate.Event):
+        """The job finished: `outcome` is `success` or `failed`, with the error if failed."""
+
+        at_ms: int
+        outcome: str
+        error: str | None
+
+    @event(Scheduled)
+    def __init__(  # noqa: PLR0913 - the fields of the Scheduled event
+        self,
+        name: str,
+        kind: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        scheduled_time_ms: int,
+        creation_time_ms: int,
+        parent_id: str | None,
+    ) -> None:
+        self.name = name
+        self.kind = FunctionKind(kind)
+        self.args = args
+        self.kwargs = kwargs
+        self.scheduled_time_ms = scheduled_time_ms
+        self.creation_time_ms = creation_time_ms
+        self.parent_id = parent_id
+        self.state = JobState.PENDING
+        self.attempt = 1
+        self.next_run_ms = scheduled_time_ms
+        self.node_id: str | None = None
+        self.started_at_ms: int | None = None
+        self.completed_time_ms: int | None = None
+        self.outcome: Outcome | None = None
+        self.error: str | None = None
+
+    @classmethod
+    def schedule(  # noqa: PLR0913 - the fields of the Scheduled event
+        cls,
+        *,
+        name: str,
+        kind: FunctionKind,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        scheduled_time_ms: int,
+        creation_time_ms: int,
+        parent_id: str | None = None,
+    ) -> ScheduledFunction:
+        """Create a job; arguments and times must already be validated (`validation.py`)."""
+        return cls(
+            name=name,
+            kind=kind.value,
+            args=args,
+            kwargs=kwargs,
+            scheduled_time_ms=scheduled_time_ms,
+            creation_time_ms=creation_time_ms,
+            parent_id=parent_id,
+        )
+
+    @property
+    def job_id(self) -> str:
+        """The job's public id (S3)."""
+        return str(self.id)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job is in a final state (S1)."""
+        return self.state in TERMINAL_STATES
+
+    # Commands: check, then trigger the event.
+
+    def start(self, node_id: str, at_ms: int) -> None:
+        """Begin an attempt on `node_id` (the claim, S14 / S17)."""
+        next_state(self.job_id, self.state, Command.START)
+        self._started(at_ms=at_ms, node_id=node_id, attempt=self.attempt)
+
+    def retry(self, *, at_ms: int, error: str, next_run_ms: int) -> None:
+        """Record a transient failure of the current attempt; run again at `next_run_ms`."""
+        next_state(self.job_id, self.state, Command.RETRY)
+        self._retried(at_ms=at_ms, attempt=self.attempt, error=error, next_run_ms=next_run_ms)
+
+    def complete(self, outcome: Outcome, at_ms: int, error: str | None = None) -> None:
+        """Record the outcome of the attempt in progress."""
+        next_state(
+            self.job_id,
+            self.state,
+            Command.COMPLETE,
+            outcome=outcome,
+            started=self.started_at_ms is not None,
+        )
+        self._completed(at_ms=at_ms, outcome=outcome.value, error=error)
+
+    def cancel(self, at_ms: int) -> None:
+        """Cancel a pending or running job; see `cancel_is_noop` for finished ones (S23)."""
+        next_state(self.job_id, self.state, Command.CANCEL)
+        self._canceled(at_ms=at_ms)
+
+    # Mutators: assign only.
+
+    @event(Started)
+    def _started(self, at_ms: int, node_id: str, attempt: int) -> None:
+        self.state = JobState.IN_PROGRESS
+        self.node_id = node_id
+        self.started_at_ms = at_ms
+        self.attempt = attempt
+
+    @event(Retried)
+    def _retried(self, at_ms: int, attempt: int, error: str, next_run_ms: int) -> None:
+        del at_ms
+        self.attempt = attempt + 1
+        self.error = error
+        self.next_run_ms = next_run_ms
+
+    @event(Canceled)
+    def _canceled(self, at_ms: int) -> None:
+        self.state = JobState.CANCELED
+        self.completed_time_ms = at_ms
+
+    @event(Completed)
+    def _completed(self, at_ms: int, outcome: str, error: str | None) -> None:
+        self.outcome = Outcome(outcome)
+        if self.state is JobState.CANCELED:
+            return  # S21: the outcome is recorded for the audit; the state stays canceled
+        self.state = JobState.SUCCESS if self.outcome is Outcome.SUCCESS else JobState.FAILED
+        self.completed_time_ms = at_ms
+        self.error = error

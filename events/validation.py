@@ -1,0 +1,153 @@
+"""Checks a schedule request: due time (S4-S6) and JSON-able, bounded arguments (S9, S10)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import uuid
+from typing import TYPE_CHECKING
+
+import orjson
+
+from schedlog.events.errors import (
+    ArgsNotSerializableError,
+    ArgsTooLargeError,
+    ScheduleValidationError,
+)
+from schedlog.events.values import MAX_ARGS_BYTES, MAX_SKEW_MS
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+__all__ = ["check_args", "due_time_after", "due_time_at", "encoded_size"]
+
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
+def _check_skew(due_ms: int, now_ms: int, field: str, value: object) -> int:
+    if due_ms - now_ms > MAX_SKEW_MS:
+        raise ScheduleValidationError(
+            f"{field}={value!r} is more than 5 years in the future", field=field, value=value
+        )
+    if now_ms - due_ms > MAX_SKEW_MS:
+        raise ScheduleValidationError(
+            f"{field}={value!r} is more than 5 years in the past", field=field, value=value
+        )
+    return due_ms
+
+
+def due_time_after(delay_ms: object, now_ms: int) -> int:
+    """Return the due time of `run_after(delay_ms)` at `now_ms` (S4, S6).
+
+    A fractional millisecond rounds up, so a job never fires early.
+    """
+    if isinstance(delay_ms, dt.timedelta):
+        delay = delay_ms.total_seconds() * 1000
+    elif isinstance(delay_ms, (int, float)) and not isinstance(delay_ms, bool):
+        delay = delay_ms
+    else:
+        raise ScheduleValidationError(
+            "delay_ms must be an int, a float or a timedelta, "
+            f"got {type(delay_ms).__name__} {delay_ms!r}",
+            field="delay_ms",
+            value=delay_ms,
+        )
+    if not math.isfinite(delay):
+        raise ScheduleValidationError(
+            f"delay_ms must be finite, got {delay_ms!r}", field="delay_ms", value=delay_ms
+        )
+    if delay < 0:
+        raise ScheduleValidationError(
+            f"delay_ms must be >= 0, got {delay_ms!r}", field="delay_ms", value=delay_ms
+        )
+    if delay > 2 * MAX_SKEW_MS:  # keeps the int conversion below cheap and exact
+        return _check_skew(now_ms + 2 * MAX_SKEW_MS, now_ms, "delay_ms", delay_ms)
+    return _check_skew(now_ms + math.ceil(delay), now_ms, "delay_ms", delay_ms)
+
+
+def due_time_at(when: object, now_ms: int) -> int:
+    """Return the due time of `run_at(when)` (S5, S6); a past time stays as given (due now)."""
+    if isinstance(when, dt.datetime):
+        if when.tzinfo is None or when.tzinfo.utcoffset(when) is None:
+            raise ScheduleValidationError(
+                f"when must be a timezone-aware datetime, got the naive {when!r} "
+                "(ambiguous: attach a tzinfo such as datetime.UTC)",
+                field="when",
+                value=when,
+            )
+        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        due = (when - epoch) // dt.timedelta(microseconds=1)
+        return _check_skew(-(-due // 1000), now_ms, "when", when)
+    if isinstance(when, (int, float)) and not isinstance(when, bool):
+        if not math.isfinite(when):
+            raise ScheduleValidationError(
+                f"when must be finite, got {when!r}", field="when", value=when
+            )
+        if abs(when - now_ms) > 2 * MAX_SKEW_MS:
+            return _check_skew(
+                now_ms + int(math.copysign(2 * MAX_SKEW_MS, when - now_ms)), now_ms, "when", when
+            )
+        return _check_skew(math.ceil(when), now_ms, "when", when)
+    raise ScheduleValidationError(
+        "when must be epoch milliseconds (int or float) or a timezone-aware datetime, "
+        f"got {type(when).__name__} {when!r}",
+        field="when",
+        value=when,
+    )
+
+
+def _copy(value: object, path: str) -> object:
+    """Return a copy of `value` made only of the types S9 allows, or raise naming `path`."""
+    if value is None or isinstance(value, (str, bool, uuid.UUID, dt.datetime)):
+        return value
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ArgsNotSerializableError(
+                f"{path} is an int out of the 64-bit range: {value!r}", field=path, value=value
+            )
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ArgsNotSerializableError(
+                f"{path} is not a finite float: {value!r}", field=path, value=value
+            )
+        return value
+    if isinstance(value, list):
+        return [_copy(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        copied: dict[str, object] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ArgsNotSerializableError(
+                    f"{path} has a key that is not a str: {key!r}", field=path, value=value
+                )
+            copied[key] = _copy(item, f"{path}[{key!r}]")
+        return copied
+    hint = " (it would come back as a list; pass a list)" if isinstance(value, tuple) else ""
+    raise ArgsNotSerializableError(
+        f"{path} is a {type(value).__name__}, which is not JSON-serializable{hint}; "
+        "allowed: str, int, float, bool, None, list, dict with str keys, UUID, datetime",
+        field=path,
+        value=value,
+    )
+
+
+def check_args(
+    args: Sequence[object], kwargs: Mapping[str, object]
+) -> tuple[list[object], dict[str, object], int]:
+    """Validate and copy a call's arguments (S9); return them with their encoded size (S10)."""
+    copied_args = [_copy(a, f"argument {i + 1} (args[{i}])") for i, a in enumerate(args)]
+    copied_kwargs = {k: _copy(v, f"keyword argument {k!r}") for k, v in kwargs.items()}
+    size = encoded_size(copied_args) + encoded_size(copied_kwargs)
+    if size > MAX_ARGS_BYTES:
+        raise ArgsTooLargeError(
+            f"arguments are {size} bytes encoded; the limit is {MAX_ARGS_BYTES} (16 MiB)",
+            field="args",
+            value=size,
+        )
+    return copied_args, copied_kwargs, size
+
+
+def encoded_size(value: object) -> int:
+    """Return the size in bytes of `value` encoded as JSON with orjson."""
+    return len(orjson.dumps(value))

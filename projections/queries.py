@@ -1,0 +1,200 @@
+"""Queries of `_scheduled_functions` by state, name and time, and per-job history (read side)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from schedlog.events import InvalidQueryError, JobState, ScheduledFunction
+from schedlog.projections.rows import to_document
+from schedlog.projections.view import TABLE
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from eventsourcing.sqlite import SQLiteDatastore
+
+__all__ = ["DueJob", "Page", "ScheduledFunctions", "history_entries"]
+
+MAX_LIMIT = 1000
+_ORDERS = {"asc": ("ASC", ">"), "desc": ("DESC", "<")}
+_STATES = frozenset(s.value for s in JobState)
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of documents; pass `cursor` back for the next page (None at the end)."""
+
+    items: list[dict[str, Any]]
+    cursor: str | None
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class DueJob:
+    """A pending job as the timer sees it: when to run it, in which order, and its id."""
+
+    run_at: int
+    seq: int
+    job_id: str
+
+
+def _encode_cursor(scheduled_time: int, seq: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([scheduled_time, seq])).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        time, seq = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, TypeError) as e:
+        raise InvalidQueryError(f"cursor {cursor!r} is not one this view returned") from e
+    if not isinstance(time, int) or not isinstance(seq, int):
+        raise InvalidQueryError(f"cursor {cursor!r} is not one this view returned")
+    return time, seq
+
+
+class ScheduledFunctions:
+    """Reads the `_scheduled_functions` view: `get` one document, `query` pages of them."""
+
+    def __init__(self, datastore: SQLiteDatastore) -> None:
+        self._datastore = datastore
+
+    def _rows(self, sql: str, params: Iterable[object]) -> list[Any]:
+        with self._datastore.transaction(commit=False) as c:
+            c.execute(sql, list(params))
+            return list(c.fetchall())
+
+    def get(self, job_id: str) -> dict[str, Any] | None:
+        """Return the document of `job_id`, or None if there is none (S30: reads own writes)."""
+        if not isinstance(job_id, str):
+            raise InvalidQueryError(f"job id must be a str, got {type(job_id).__name__}")
+        rows = self._rows(f"SELECT * FROM {TABLE} WHERE id = ?", [job_id])  # noqa: S608
+        return to_document(rows[0]) if rows else None
+
+    def query(  # noqa: PLR0913 - the filters of semantics.md
+        self,
+        state: str | None = None,
+        name: str | None = None,
+        scheduled_after_ms: float | None = None,
+        scheduled_before_ms: float | None = None,
+        order: str = "asc",
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """Return a page of documents by `scheduledTime`, then scheduling order.
+
+        `scheduled_after_ms` is inclusive, `scheduled_before_ms` exclusive.
+        """
+        where, params = self._filters(state, name, scheduled_after_ms, scheduled_before_ms)
+        if order not in _ORDERS:
+            raise InvalidQueryError(f"order must be 'asc' or 'desc', got {order!r}")
+        direction, cmp = _ORDERS[order]
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise InvalidQueryError(f"limit must be an int from 1 to {MAX_LIMIT}, got {limit!r}")
+        if cursor is not None:
+            where.append(f"(scheduled_time, seq) {cmp} (?, ?)")
+            params.extend(_decode_cursor(cursor))
+        sql = (
+            f"SELECT * FROM {TABLE}"  # noqa: S608 - every value is a parameter
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + f" ORDER BY scheduled_time {direction}, seq {direction} LIMIT ?"
+        )
+        rows = self._rows(sql, [*params, limit + 1])
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = (
+            _encode_cursor(rows[-1]["scheduled_time"], rows[-1]["seq"]) if more else None
+        )
+        return Page([to_document(r) for r in rows], next_cursor)
+
+    @staticmethod
+    def _filters(
+        state: str | None,
+        name: str | None,
+        after: float | None,
+        before: float | None,
+    ) -> tuple[list[str], list[object]]:
+        where: list[str] = []
+        params: list[object] = []
+        if state is not None:
+            if state not in _STATES:
+                raise InvalidQueryError(
+                    f"state must be one of {', '.join(sorted(_STATES))}, got {state!r}"
+                )
+            where.append("state = ?")
+            params.append(state)
+        if name is not None:
+            if not isinstance(name, str):
+                raise InvalidQueryError(f"name must be a str, got {name!r}")
+            where.append("name = ?")
+            params.append(name)
+        for value, clause, label in (
+            (after, "scheduled_time >= ?", "scheduled_after_ms"),
+            (before, "scheduled_time < ?", "scheduled_before_ms"),
+        ):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidQueryError(f"{label} must be a number of ms, got {value!r}")
+            where.append(clause)
+            params.append(value)
+        return where, params
+
+    def due(self, before_ms: int, limit: int) -> list[DueJob]:
+        """Return up to `limit` pending jobs to run before `before_ms`, in start order (S13)."""
+        rows = self._rows(
+            f"SELECT id, run_at, seq FROM {TABLE} WHERE state = 'pending' AND run_at < ? "  # noqa: S608
+            "ORDER BY run_at, seq LIMIT ?",
+            [before_ms, limit],
+        )
+        return [DueJob(r["run_at"], r["seq"], r["id"]) for r in rows]
+
+    def due_job(self, job_id: str) -> DueJob | None:
+        """Return `job_id` as the timer sees it, if it is pending."""
+        rows = self._rows(
+            f"SELECT id, run_at, seq FROM {TABLE} WHERE id = ? AND state = 'pending'",  # noqa: S608
+            [job_id],
+        )
+        return DueJob(rows[0]["run_at"], rows[0]["seq"], rows[0]["id"]) if rows else None
+
+    def unfinished_ids(self, name: str | None, before_ms: float | None) -> list[str]:
+        """Return the ids of pending and running jobs matching the filters (for cancel_all)."""
+        where, params = self._filters(None, name, None, before_ms)
+        where.append("state IN ('pending', 'inProgress')")
+        rows = self._rows(
+            f"SELECT id FROM {TABLE} WHERE {' AND '.join(where)} ORDER BY scheduled_time, seq",  # noqa: S608
+            params,
+        )
+        return [r["id"] for r in rows]
+
+
+_EVENT_TIME = {
+    ScheduledFunction.Scheduled: "creation_time_ms",
+}
+_HIDDEN = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
+
+
+def history_entries(events: Iterable[object]) -> list[dict[str, Any]]:
+    """Return a job's events as dicts, oldest first: `type`, `time` (ms), `version` and data (S29)."""
+    entries = []
+    for event in events:
+        if not dataclasses.is_dataclass(event):
+            continue
+        data = {
+            f.name: getattr(event, f.name)
+            for f in dataclasses.fields(event)
+            if f.name not in _HIDDEN
+        }
+        time_field = _EVENT_TIME.get(type(event), "at_ms")
+        entries.append(
+            {
+                "type": type(event).__name__,
+                "time": float(data.pop(time_field)),
+                "version": getattr(event, "originator_version", None),
+                **data,
+            }
+        )
+    return entries

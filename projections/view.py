@@ -1,0 +1,150 @@
+"""The `_scheduled_functions` table, each event applied together with its tracking row (read side).
+
+`ViewRecorder` is the store's application recorder: every insert of events also applies their
+view changes and advances the view's tracking position, in the same transaction. The view can
+therefore never lag or diverge from the log, and a conflicting save rolls both back. Events that
+reached the log some other way (a gap before this insert) are folded in first, in log order, so
+every event is applied exactly once and in global order (S26).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from eventsourcing.persistence import Notification, Tracking
+from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+
+from schedlog.projections.rows import COLUMNS, TERMINAL, Change, change_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from eventsourcing.persistence import StoredEvent
+
+__all__ = ["TABLE", "VIEW_EVENTS", "VIEW_NAME", "ViewRecorder"]
+
+TABLE = "_scheduled_functions_v1"
+VIEW_NAME = "_scheduled_functions_v1"
+"""The view's name in the tracking table."""
+VIEW_EVENTS = "schedlog_view_events"
+"""The `save()` keyword that carries the domain events of the jobs being saved."""
+
+_DDL = [
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        creation_time INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        args BLOB NOT NULL,
+        kwargs BLOB,
+        scheduled_time INTEGER NOT NULL,
+        run_at INTEGER NOT NULL,
+        completed_time INTEGER,
+        state TEXT NOT NULL,
+        error TEXT,
+        parent_id TEXT,
+        attempt INTEGER NOT NULL,
+        node_id TEXT,
+        version INTEGER NOT NULL)""",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_by_time ON {TABLE} (scheduled_time, seq)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_by_state ON {TABLE} (state, scheduled_time, seq)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_by_name ON {TABLE} (name, scheduled_time, seq)",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (run_at, seq) WHERE state = 'pending'",
+]
+
+_INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_NOT_TERMINAL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
+
+class ViewRecorder(SQLiteProcessRecorder):
+    """SQLite events + tracking recorder that keeps `_scheduled_functions` in the same transaction."""
+
+    decode: Callable[[Notification], object] | None = None
+    """Turns a stored notification into a domain event; set by the store (used for gaps only)."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        """Add the view's table and indexes to the events and tracking tables."""
+        return [*super().construct_create_table_statements(), *_DDL]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        if not ids:
+            return ids
+        position = self._max_tracking_id(VIEW_NAME, c) or 0
+        if ids[0] != position + 1:
+            self._fold_notifications(c, position, ids[0] - 1)
+        by_key = {
+            (str(s.originator_id), s.originator_version): nid
+            for s, nid in zip(stored_events, ids, strict=True)
+        }
+        for event in kwargs.get(VIEW_EVENTS, ()):
+            key = (str(event.originator_id), event.originator_version)
+            change = change_for(event, by_key[key])
+            if change is not None:
+                apply_change(c, change)
+        self._insert_tracking(c, Tracking(VIEW_NAME, ids[-1]))
+        return ids
+
+    def _fold_notifications(self, c: SQLiteCursor, after: int, upto: int) -> None:
+        """Apply the events in (after, upto] that reached the log without this recorder."""
+        if self.decode is None:
+            msg = "ViewRecorder.decode is not set; the store must set it"
+            raise RuntimeError(msg)
+        c.execute(
+            f"SELECT rowid, * FROM {self.events_table_name} WHERE rowid > ? AND rowid <= ? "  # noqa: S608
+            "ORDER BY rowid",
+            (after, upto),
+        )
+        for row in c.fetchall():
+            notification = self._notification(row)
+            change = change_for(self.decode(notification), notification.id)
+            if change is not None:
+                apply_change(c, change)
+
+    def _notification(self, row: Any) -> Notification:
+        return Notification(
+            id=row["rowid"],
+            originator_id=self.convert_originator_id(row["originator_id"]),
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            state=row["state"],
+        )
+
+    def catch_up(self, batch: int = 1000) -> int:
+        """Fold every event after the view's position into it; return how many were read."""
+        done = 0
+        while True:
+            with self.datastore.transaction(commit=True) as c:
+                position = self._max_tracking_id(VIEW_NAME, c) or 0
+                last = self._max_notification_id(c) or 0
+                upto = min(last, position + batch)
+                if upto <= position:
+                    return done
+                self._fold_notifications(c, position, upto)
+                self._insert_tracking(c, Tracking(VIEW_NAME, upto))
+                done += upto - position
+
+    def position(self) -> int:
+        """Return the id of the last notification applied to the view (0 if none)."""
+        return self.max_tracking_id(VIEW_NAME) or 0
+
+
+def apply_change(c: SQLiteCursor, change: Change) -> None:
+    """Write one change to the view table."""
+    if change.insert:
+        c.execute(_INSERT, [change.values[col] for col in COLUMNS])
+        return
+    if change.values:
+        cols = ", ".join(f"{k} = ?" for k in change.values)
+        c.execute(
+            f"UPDATE {TABLE} SET {cols} WHERE id = ?",  # noqa: S608 - column names are ours
+            [*change.values.values(), change.job_id],
+        )
+    if change.guarded:
+        cols = ", ".join(f"{k} = ?" for k in change.guarded)
+        c.execute(
+            f"UPDATE {TABLE} SET {cols} WHERE id = ? AND {_NOT_TERMINAL}",  # noqa: S608
+            [*change.guarded.values(), change.job_id],
+        )

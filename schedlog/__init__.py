@@ -1,0 +1,50 @@
+"""schedlog: a durable function scheduler with Convex's `ctx.scheduler` semantics."""
+
+from __future__ import annotations
+
+from schedlog.app import App
+from schedlog.clock import Clock, SystemClock
+from schedlog.context import ActionCtx, MutationCtx, Scheduler
+from schedlog.errors import (
+    ArgsNotSerializableError,
+    ArgsTooLargeError,
+    ConfigurationError,
+    ConflictError,
+    IdleTimeoutError,
+    InvalidQueryError,
+    InvalidTransitionError,
+    JobNotFoundError,
+    RuntimeClosedError,
+    SchedlogError,
+    ScheduleValidationError,
+    SchedulingError,
+    StoreError,
+    TooManyScheduledError,
+    UnknownFunctionError,
+)
+from schedlog.projections.queries import Page
+
+__all__ = [
+    "ActionCtx",
+    "App",
+    "ArgsNotSerializableError",
+    "ArgsTooLargeError",
+    "Clock",
+    "ConfigurationError",
+    "ConflictError",
+    "IdleTimeoutError",
+    "InvalidQueryError",
+    "InvalidTransitionError",
+    "JobNotFoundError",
+    "MutationCtx",
+    "Page",
+    "RuntimeClosedError",
+    "SchedlogError",
+    "ScheduleValidationError",
+    "Scheduler",
+    "SchedulingError",
+    "StoreError",
+    "SystemClock",
+    "TooManyScheduledError",
+    "UnknownFunctionError",
+]

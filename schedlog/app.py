@@ -1,0 +1,258 @@
+"""App: wires the store, registry, clock and actors; the scheduler API's front door."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
+
+import pykka
+
+from schedlog.actors.executor import ExecutorActor, Invocation, JobRunner, describe_error
+from schedlog.actors.follower import LogWatcher
+from schedlog.actors.messages import JobsScheduled, Settle, StopDispatching
+from schedlog.actors.node import make_node_id
+from schedlog.actors.timer import TimerActor
+from schedlog.clock import Clock, SystemClock
+from schedlog.context import ActionCtx, AppScheduler, MutationCtx
+from schedlog.errors import (
+    ConfigurationError,
+    IdleTimeoutError,
+    JobNotFoundError,
+    RuntimeClosedError,
+    UnknownFunctionError,
+)
+from schedlog.events import FunctionKind
+from schedlog.projections.queries import DueJob, history_entries
+from schedlog.registry import Registry
+from schedlog.store import open_store, parse_store_url
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
+    from uuid import UUID
+
+    from eventsourcing.application import Repository
+
+    from schedlog.events import ScheduledFunction
+    from schedlog.projections.queries import ScheduledFunctions
+
+__all__ = ["App"]
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound="Callable[..., Any]")
+
+
+class _Source:
+    """The timer's view of the store: the due index and the log's position."""
+
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    def due(self, before_ms: int, limit: int) -> list[DueJob]:
+        return self._app.scheduled_functions.due(before_ms, limit)
+
+    def log_position(self) -> int:
+        return self._app.store.recorder.max_notification_id() or 0
+
+
+class App:
+    """A schedlog application: a store, registered functions, and the actor runtime.
+
+    Args:
+        store: `sqlite:///abs/path.db`, `sqlite://rel/path.db` or `memory://`; default
+            `$SCHEDLOG_STORE`, else `./schedlog.db`.
+        clock: where time comes from; `SystemClock()` by default, `FakeClock` in tests.
+        max_concurrency: how many functions may run at once (S13).
+    """
+
+    def __init__(
+        self,
+        store: str | None = None,
+        clock: Clock | None = None,
+        max_concurrency: int = 8,
+    ) -> None:
+        if (
+            isinstance(max_concurrency, bool)
+            or not isinstance(max_concurrency, int)
+            or not 1 <= max_concurrency <= 256  # noqa: PLR2004
+        ):
+            raise ConfigurationError(
+                f"max_concurrency must be an int from 1 to 256, got {max_concurrency!r}"
+            )
+        self.store_config = parse_store_url(store)
+        self.store, self.scheduled_functions = open_store(self.store_config)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.max_concurrency = max_concurrency
+        self.node_id = make_node_id()
+        self.registry = Registry()
+        self.scheduler = AppScheduler(self)
+        self._runner = JobRunner(self)
+        self._lock = threading.Lock()
+        self._timer: pykka.ActorRef[Any] | None = None
+        self._executors: list[pykka.ActorRef[Any]] = []
+        self._watcher: LogWatcher | None = None
+        self._closed = False
+
+    # Registration.
+
+    @overload
+    def mutation(self, fn: F, /) -> F: ...
+    @overload
+    def mutation(self, *, name: str | None = None) -> Callable[[F], F]: ...
+    def mutation(self, fn: F | None = None, /, *, name: str | None = None) -> Any:
+        """Register a mutation: runs exactly once, its writes committed atomically (S14)."""
+        return self._register(fn, FunctionKind.MUTATION, name)
+
+    @overload
+    def action(self, fn: F, /) -> F: ...
+    @overload
+    def action(self, *, name: str | None = None) -> Callable[[F], F]: ...
+    def action(self, fn: F | None = None, /, *, name: str | None = None) -> Any:
+        """Register an action: runs at most once, may do I/O (S17)."""
+        return self._register(fn, FunctionKind.ACTION, name)
+
+    def _register(self, fn: F | None, kind: FunctionKind, name: str | None) -> Any:
+        def register(f: F) -> F:
+            self.registry.add(f, kind, name)
+            return f
+
+        return register if fn is None else register(fn)
+
+    # The user's own aggregates and the log.
+
+    @property
+    def repository(self) -> Repository[UUID]:
+        """The store's repository: `app.repository.get(id)` for the app's own aggregates."""
+        return self.store.repository
+
+    def save(self, *objs: Any) -> None:
+        """Save aggregates in one transaction; tell the timer of any new pending job."""
+        recordings = self.store.save(*objs)
+        jobs = self.store.due_jobs_of(recordings)
+        if jobs and self._timer is not None:
+            try:
+                self._timer.tell(JobsScheduled(tuple(jobs)))
+            except pykka.ActorDeadError:
+                log.exception("timer is dead; jobs saved but not started")
+
+    def history(self, job_id: str) -> list[dict[str, Any]]:
+        """Return the job's events, oldest first, each with `type`, `time` and its data (S29)."""
+        job = self.store.load_job(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise JobNotFoundError(repr(job_id) if not isinstance(job_id, str) else job_id)
+        return history_entries(self.store.events.get(job.id))
+
+    # ExecutionHost: what the executors ask of the App.
+
+    def load_job(self, job_id: str) -> ScheduledFunction | None:
+        """Return the job's aggregate, freshly read."""
+        return self.store.load_job(job_id)
+
+    def kind_of(self, name: str) -> FunctionKind | None:
+        """Return how `name` runs, if registered."""
+        registered = self.registry.get(name)
+        return None if registered is None else registered.kind
+
+    def invoke(self, job: ScheduledFunction, now_ms: int) -> Invocation:
+        """Run the job's function with a fresh context; its errors become the Invocation's."""
+        registered = self.registry.get(job.name)
+        if registered is None:
+            return Invocation(describe_error(UnknownFunctionError(job.name)))
+        ctx: MutationCtx | ActionCtx
+        if registered.kind is FunctionKind.MUTATION:
+            ctx = MutationCtx(self, job.job_id, now_ms, job.attempt)
+        else:
+            ctx = ActionCtx(self, job.job_id, now_ms, job.attempt)
+        try:
+            registered.fn(ctx, *job.args, **job.kwargs)
+        except Exception as e:
+            log.info("job %s raised %r", job.job_id, e, extra={"job_id": job.job_id})
+            return Invocation(describe_error(e))
+        return Invocation(None, ctx.staged if isinstance(ctx, MutationCtx) else ())
+
+    def check_accepting(self) -> None:
+        """Raise RuntimeClosedError if the App is closed or a runtime actor died."""
+        if self._closed:
+            raise RuntimeClosedError("the App is closed")
+        timer = self._timer
+        if timer is not None and (
+            not timer.is_alive() or not all(e.is_alive() for e in self._executors)
+        ):
+            raise RuntimeClosedError("the runtime died; see the log for the actor's error")
+
+    # Running.
+
+    def start(self) -> None:
+        """Start the actor runtime: the timer, the executors and the log watcher."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeClosedError("the App is closed")
+            if self._timer is not None:
+                return
+            timer = TimerActor.start(self.clock, _Source(self))
+            self._executors = [
+                ExecutorActor.start(self._runner, timer) for _ in range(self.max_concurrency)
+            ]
+            timer.proxy().add_executors(self._executors).get(timeout=10)
+            self._timer = timer
+            self._watcher = LogWatcher(_Source(self), timer)
+            self._watcher.start()
+
+    def stop(self, timeout_s: float = 30) -> None:
+        """Stop gracefully: no new starts; running functions get `timeout_s` to finish."""
+        with self._lock:
+            timer, self._timer = self._timer, None
+            executors, self._executors = self._executors, []
+            watcher, self._watcher = self._watcher, None
+        if timer is None:
+            return
+        if watcher is not None:
+            watcher.stop()
+        try:
+            timer.ask(StopDispatching(), timeout=timeout_s)
+        except (pykka.ActorDeadError, pykka.Timeout):
+            log.warning("timer did not acknowledge the stop")
+        for executor in executors:  # each stop queues behind the job it is running
+            try:
+                executor.stop(block=True, timeout=timeout_s)
+            except pykka.Timeout:
+                log.warning("an executor did not finish its function within %s s", timeout_s)
+        timer.stop(block=True, timeout=timeout_s)
+
+    def close(self) -> None:
+        """Stop the runtime and close the store."""
+        self.stop()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self.store.close()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def wait_until_idle(self, timeout_s: float = 10) -> None:
+        """Return once nothing due is waiting, nothing is running and the view is current."""
+        timer = self._timer
+        if timer is None:
+            raise RuntimeClosedError("the runtime is not started: call app.start() first")
+        self.check_accepting()
+        reply: concurrent.futures.Future[None] = concurrent.futures.Future()
+        timer.tell(Settle(reply))
+        try:
+            reply.result(timeout=timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise IdleTimeoutError(f"the runtime was not idle within {timeout_s} s") from None
+        self.check_accepting()

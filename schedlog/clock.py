@@ -1,0 +1,84 @@
+"""The Clock protocol and SystemClock, the one place schedlog reads the real time (front door)."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from schedlog.actors.ports import Clock, Wakeup
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = ["Clock", "SystemClock", "Wakeup"]
+
+log = logging.getLogger(__name__)
+
+
+class _Entry:
+    __slots__ = ("callback", "canceled", "deadline_ms")
+
+    def __init__(self, deadline_ms: int, callback: Callable[[], None]) -> None:
+        self.deadline_ms = deadline_ms
+        self.callback: Callable[[], None] | None = callback
+        self.canceled = False
+
+    def cancel(self) -> None:
+        self.canceled = True
+        self.callback = None
+
+
+class SystemClock:
+    """The wall clock; one daemon thread fires every wake-up from a heap (no thread per timer).
+
+    The waker re-reads `now_ms()` after each wait, so a wall clock that moved back only delays
+    a wake-up, never fires it early.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, _Entry]] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def now_ms(self) -> int:
+        """Return the wall-clock time in epoch milliseconds."""
+        return time.time_ns() // 1_000_000
+
+    def wake_at(self, deadline_ms: int, callback: Callable[[], None]) -> Wakeup:
+        """Call `callback` from the waker thread once `now_ms() >= deadline_ms`."""
+        entry = _Entry(deadline_ms, callback)
+        with self._cond:
+            heapq.heappush(self._heap, (deadline_ms, next(self._counter), entry))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="schedlog-clock", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return entry
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][2].canceled:
+                    if self._heap:
+                        heapq.heappop(self._heap)
+                        continue
+                    self._cond.wait()
+                remaining_ns = self._heap[0][0] * 1_000_000 - time.time_ns()
+                if remaining_ns > 0:
+                    self._cond.wait(remaining_ns / 1e9)
+                    continue
+                entry = heapq.heappop(self._heap)[2]
+            callback = entry.callback
+            entry.callback = None
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("a clock callback raised")

@@ -1,0 +1,281 @@
+"""The schedulers and the contexts handed to user functions: MutationCtx and ActionCtx (front door).
+
+Three schedulers share one validation path: the App's and an action's save each call at once
+(S11, S18); a mutation's only stages, for its own atomic commit (S11, S14).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from eventsourcing.domain import BaseAggregate
+
+from schedlog.errors import (
+    ArgsTooLargeError,
+    ConfigurationError,
+    ConflictError,
+    JobNotFoundError,
+    ScheduleValidationError,
+    TooManyScheduledError,
+)
+from schedlog.events import FunctionKind, JobState, ScheduledFunction
+from schedlog.events.validation import check_args, due_time_after, due_time_at
+from schedlog.events.values import MAX_ARGS_BYTES, MAX_SCHEDULED_PER_MUTATION
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from uuid import UUID
+
+    from eventsourcing.application import Repository
+
+    from schedlog.actors.ports import Clock
+    from schedlog.projections.queries import ScheduledFunctions
+    from schedlog.registry import Registry
+    from schedlog.store import JobStore
+
+__all__ = ["ActionCtx", "AppScheduler", "MutationCtx", "Scheduler"]
+
+log = logging.getLogger(__name__)
+
+MAX_MUTATION_RUNS = 100
+"""How often `ctx.run_mutation` re-runs a mutation that conflicts before giving up."""
+WARN_FRACTION = 0.8
+
+
+class Core(Protocol):
+    """What the schedulers and contexts need of the App."""
+
+    clock: Clock
+    registry: Registry
+    store: JobStore
+    scheduled_functions: ScheduledFunctions
+
+    def save(self, *objs: Any) -> None:
+        """Save atomically and tell the timer of new pending jobs."""
+
+    def check_accepting(self) -> None:
+        """Raise RuntimeClosedError if the runtime was started and has died."""
+
+
+def _load_for_cancel(core: Core, job_id: object) -> ScheduledFunction:
+    if not isinstance(job_id, str):
+        raise JobNotFoundError(repr(job_id))
+    job = core.store.load_job(job_id)
+    if job is None:
+        raise JobNotFoundError(job_id)
+    return job
+
+
+class Scheduler:
+    """`run_after`, `run_at` and `cancel`; each call is durable when it returns (S11)."""
+
+    def __init__(self, core: Core, parent_id: str | None = None) -> None:
+        self._core = core
+        self._parent_id = parent_id
+
+    def _now(self) -> int:
+        return self._core.clock.now_ms()
+
+    def run_after(self, delay_ms: object, fn: object, /, *args: Any, **kwargs: Any) -> str:
+        """Schedule `fn(*args, **kwargs)` to run `delay_ms` milliseconds from now (S4)."""
+        now = self._now()
+        return self._schedule(due_time_after(delay_ms, now), now, fn, args, kwargs)
+
+    def run_at(self, when: object, fn: object, /, *args: Any, **kwargs: Any) -> str:
+        """Schedule `fn(*args, **kwargs)` at `when`: epoch ms or an aware datetime (S5)."""
+        now = self._now()
+        return self._schedule(due_time_at(when, now), now, fn, args, kwargs)
+
+    def _schedule(
+        self, due: int, now: int, fn: object, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> str:
+        registered = self._core.registry.resolve(fn)
+        copied_args, copied_kwargs, size = check_args(args, kwargs)
+        job = ScheduledFunction.schedule(
+            name=registered.name,
+            kind=registered.kind,
+            args=copied_args,
+            kwargs=copied_kwargs,
+            scheduled_time_ms=due,
+            creation_time_ms=now,
+            parent_id=self._parent_id,
+        )
+        self._accept(job, size)
+        return job.job_id
+
+    def _accept(self, job: ScheduledFunction, size: int) -> None:
+        del size
+        self._core.check_accepting()
+        self._core.save(job)
+
+    def cancel(self, job_id: str) -> None:
+        """Cancel a pending or running job; a finished one is left alone (S20, S21, S23)."""
+        self._core.check_accepting()
+        while True:
+            job = _load_for_cancel(self._core, job_id)
+            if job.is_terminal:
+                return
+            job.cancel(self._now())
+            try:
+                self._core.save(job)
+            except ConflictError:
+                continue  # it moved meanwhile: decide again on the fresh state
+            return
+
+
+class AppScheduler(Scheduler):
+    """The App's scheduler, for application code; adds `cancel_all` (S24)."""
+
+    def cancel_all(self, name: object = None, before_ms: float | None = None) -> int:
+        """Cancel pending and running jobs, optionally only of `name` or due before `before_ms`.
+
+        Returns how many jobs this call canceled.
+        """
+        if name is not None and not isinstance(name, str):
+            name = self._core.registry.resolve(name).name
+        canceled = 0
+        for job_id in self._core.scheduled_functions.unfinished_ids(name, before_ms):
+            job = self._core.store.load_job(job_id)
+            if job is None or job.is_terminal:
+                continue
+            self.cancel(job_id)
+            canceled += 1
+        return canceled
+
+
+class _ActionScheduler(Scheduler):
+    """An action's scheduler: saves at once; after the action is canceled, its jobs are born
+    canceled (S21)."""
+
+    def _accept(self, job: ScheduledFunction, size: int) -> None:
+        assert self._parent_id is not None  # noqa: S101 - set by ActionCtx
+        parent = self._core.store.load_job(self._parent_id)
+        if parent is not None and parent.state is JobState.CANCELED:
+            job.cancel(job.creation_time_ms)
+        super()._accept(job, size)
+
+
+class _MutationScheduler(Scheduler):
+    """A mutation's scheduler: stages jobs for the mutation's commit, within S10's limits."""
+
+    def __init__(self, core: Core, job_id: str, now_ms: int) -> None:
+        super().__init__(core, parent_id=job_id)
+        self._job_id = job_id
+        self._now_ms = now_ms
+        self.staged: dict[str, ScheduledFunction] = {}
+        self._count = 0
+        self._size = 0
+
+    def _now(self) -> int:
+        return self._now_ms  # S7: frozen for the whole attempt
+
+    def _schedule(
+        self, due: int, now: int, fn: object, args: Sequence[Any], kwargs: dict[str, Any]
+    ) -> str:
+        if self._count >= MAX_SCHEDULED_PER_MUTATION:
+            raise TooManyScheduledError(
+                "too many functions scheduled by this mutation "
+                f"(limit: {MAX_SCHEDULED_PER_MUTATION})",
+                field="scheduler",
+                value=self._count + 1,
+            )
+        return super()._schedule(due, now, fn, args, kwargs)
+
+    def _accept(self, job: ScheduledFunction, size: int) -> None:
+        if self._size + size > MAX_ARGS_BYTES:
+            raise ArgsTooLargeError(
+                f"the arguments of the functions scheduled by this mutation would total "
+                f"{self._size + size} bytes; the limit is {MAX_ARGS_BYTES} (16 MiB)",
+                field="args",
+                value=self._size + size,
+            )
+        for used, added, limit, what in (
+            (self._count, 1, MAX_SCHEDULED_PER_MUTATION, "functions scheduled"),
+            (self._size, size, MAX_ARGS_BYTES, "bytes of arguments"),
+        ):
+            if used < WARN_FRACTION * limit <= used + added:
+                log.warning(
+                    "mutation %s: over 80%% of the limit of %s (%d)",
+                    self._job_id,
+                    what,
+                    limit,
+                    extra={"job_id": self._job_id},
+                )
+        self._count += 1
+        self._size += size
+        self.staged[job.job_id] = job
+
+    def cancel(self, job_id: str) -> None:
+        """Stage a cancel, committed with the mutation (S22); a mutation cannot cancel itself."""
+        if job_id == self._job_id:
+            raise ScheduleValidationError(
+                "a mutation cannot cancel itself", field="job_id", value=job_id
+            )
+        job = self.staged.get(job_id) or _load_for_cancel(self._core, job_id)
+        if not job.is_terminal:
+            job.cancel(self._now_ms)
+            self.staged[job_id] = job
+
+
+class MutationCtx:
+    """Handed to a mutation: reads, staged writes and staged scheduling, committed atomically."""
+
+    def __init__(self, core: Core, job_id: str, now_ms: int, attempt: int) -> None:
+        self.job_id = job_id
+        self.now_ms = now_ms
+        self.attempt = attempt
+        self.repository: Repository[UUID] = core.store.repository
+        self.scheduler: Scheduler = _MutationScheduler(core, job_id, now_ms)
+        self._aggregates: dict[object, BaseAggregate[Any]] = {}
+
+    def save(self, *aggregates: BaseAggregate[Any]) -> None:
+        """Stage the aggregates' new events for the mutation's commit."""
+        for aggregate in aggregates:
+            if not isinstance(aggregate, BaseAggregate) or isinstance(
+                aggregate, ScheduledFunction
+            ):
+                raise ConfigurationError(
+                    f"ctx.save takes the app's own eventsourcing aggregates, got {aggregate!r}"
+                )
+            self._aggregates[aggregate.id] = aggregate
+
+    @property
+    def staged(self) -> list[Any]:
+        """Everything the commit must save: the aggregates, then the scheduled jobs."""
+        scheduler = self.scheduler
+        assert isinstance(scheduler, _MutationScheduler)  # noqa: S101
+        return [*self._aggregates.values(), *scheduler.staged.values()]
+
+
+class ActionCtx:
+    """Handed to an action: its scheduling calls and mutations take effect at once (S18)."""
+
+    def __init__(self, core: Core, job_id: str, now_ms: int, attempt: int) -> None:
+        self.job_id = job_id
+        self.now_ms = now_ms
+        self.attempt = attempt
+        self.repository: Repository[UUID] = core.store.repository
+        self.scheduler: Scheduler = _ActionScheduler(core, parent_id=job_id)
+        self._core = core
+
+    def run_mutation(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run a registered mutation now, in its own atomic commit; return what it returns.
+
+        A version conflict re-runs it (up to 100 times); an error it raises propagates.
+        """
+        registered = self._core.registry.resolve(fn)
+        if registered.kind is not FunctionKind.MUTATION:
+            raise ConfigurationError(f"{registered.name!r} is an action, not a mutation")
+        last: ConflictError | None = None
+        for attempt in range(1, MAX_MUTATION_RUNS + 1):
+            ctx = MutationCtx(self._core, self.job_id, self._core.clock.now_ms(), attempt)
+            result = registered.fn(ctx, *args, **kwargs)
+            try:
+                self._core.save(*ctx.staged)
+            except ConflictError as e:
+                last = e
+                continue
+            return result
+        assert last is not None  # noqa: S101
+        raise last

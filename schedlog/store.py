@@ -1,0 +1,130 @@
+"""Store configuration: a store URL -> an eventsourcing application on SQLite (front door).
+
+`sqlite:///abs/path.db` (absolute) and `sqlite://relative/path.db` name a file; `memory://` is
+a private in-memory SQLite database, so the view is the same real table in every mode.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, PersistenceError
+
+from schedlog.errors import ConfigurationError, ConflictError, StoreError
+from schedlog.events import ScheduledFunction
+from schedlog.projections.queries import DueJob, ScheduledFunctions
+from schedlog.projections.view import VIEW_EVENTS, ViewRecorder
+
+__all__ = ["DEFAULT_STORE", "JobStore", "StoreConfig", "open_store", "parse_store_url"]
+
+DEFAULT_STORE = "sqlite://schedlog.db"
+LOCK_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """A parsed store URL."""
+
+    url: str
+    sqlite_dbname: str
+    is_memory: bool
+
+
+def parse_store_url(url: str | None) -> StoreConfig:
+    """Parse a store URL (default: `$SCHEDLOG_STORE`, else `./schedlog.db`)."""
+    if url is None:
+        url = os.environ.get("SCHEDLOG_STORE") or DEFAULT_STORE
+    if not isinstance(url, str):
+        raise ConfigurationError(f"store must be a URL string, got {type(url).__name__}")
+    if url == "memory://":
+        name = f"file:schedlog-{uuid.uuid4().hex}?mode=memory&cache=shared"
+        return StoreConfig(url, name, is_memory=True)
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://")
+        if not path or path == "/":
+            raise ConfigurationError(f"store {url!r} names no file: use sqlite:///abs/path.db")
+        return StoreConfig(url, path, is_memory=False)
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError(
+            f"store {url.split('@')[-1]!r}: PostgreSQL is not supported yet; "
+            "use sqlite:///path or memory://"
+        )
+    raise ConfigurationError(
+        f"store {url!r} is not a store URL: use sqlite:///abs/path.db, sqlite://rel/path.db "
+        "or memory://"
+    )
+
+
+class JobStore(Application[UUID]):
+    """The event store of jobs and of the user's own aggregates, with the view kept inline."""
+
+    name = "schedlog"
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """Save atomically; the jobs' events update the view in the same transaction.
+
+        Raises `ConflictError` on a version conflict, `StoreError` on other store errors.
+        """
+        view_events = [
+            e for o in objs if isinstance(o, ScheduledFunction) for e in o.pending_events
+        ]
+        try:
+            return super().save(*objs, **{VIEW_EVENTS: view_events}, **kwargs)
+        except IntegrityError as e:
+            raise ConflictError(f"version conflict: {e}") from e
+        except PersistenceError as e:
+            raise StoreError(f"store error: {e}") from e
+
+    @property
+    def view_recorder(self) -> ViewRecorder:
+        """The recorder, which also keeps the view."""
+        recorder = self.recorder
+        assert isinstance(recorder, ViewRecorder)  # noqa: S101 - set by open_store
+        return recorder
+
+    def load_job(self, job_id: str) -> ScheduledFunction | None:
+        """Return the job `job_id`, or None if no job has that id."""
+        try:
+            key = UUID(job_id)
+        except (ValueError, TypeError, AttributeError):
+            return None
+        try:
+            job = self.repository.get(key)
+        except AggregateNotFoundError:
+            return None
+        return job if isinstance(job, ScheduledFunction) else None
+
+    def due_jobs_of(self, recordings: Any) -> list[DueJob]:
+        """Return the pending jobs that a save's recordings created, for the timer."""
+        jobs = []
+        for rec in recordings:
+            event = rec.domain_event
+            if isinstance(event, ScheduledFunction.Scheduled):
+                jobs.append(DueJob(event.scheduled_time_ms, rec.notification.id, str(event.originator_id)))
+        return jobs
+
+
+def open_store(config: StoreConfig) -> tuple[JobStore, ScheduledFunctions]:
+    """Open (creating if need be) the store and its view; fold in any events it lacks."""
+    prefix = JobStore.name.upper() + "_"
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": config.sqlite_dbname,
+        "SQLITE_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
+        "APPLICATION_RECORDER_TOPIC": "schedlog.projections.view:ViewRecorder",
+        "CREATE_TABLE": "y",
+    }
+    env.update({prefix + k: v for k, v in list(env.items())})
+    try:
+        store = JobStore(env=env)
+    except (PersistenceError, OSError) as e:
+        raise StoreError(f"cannot open store {config.url!r}: {e}") from e
+    recorder = store.view_recorder
+    recorder.decode = store.mapper.to_domain_event
+    recorder.catch_up()
+    return store, ScheduledFunctions(recorder.datastore)
