@@ -1,0 +1,1 @@
+"""schedlog.actors: the pykka runtime (timer, executors, log watcher, node identity)."""

@@ -159,6 +159,7 @@ class JobRunner:
                 if fresh.state is JobState.CANCELED and fresh.outcome is not None:
                     return
                 completed = pending[-1]
+                assert isinstance(completed, ScheduledFunction.Completed)  # noqa: S101
                 fresh.complete(Outcome(completed.outcome), completed.at_ms, completed.error)
                 job = fresh
             else:
@@ -185,7 +186,9 @@ class ExecutorActor(pykka.ThreadingActor):
                 except Exception:
                     # The store failed past what the runner handles. The job keeps its
                     # durable state (a mutation stays pending) and is picked up again later.
-                    log.exception("executor: job %s failed to run", job_id, extra={"job_id": job_id})
+                    log.exception(
+                        "executor: job %s failed to run", job_id, extra={"job_id": job_id}
+                    )
                 self._timer.tell(JobFinished(job_id, self.actor_ref, retry))
             case _:
                 log.warning("executor: unexpected message %r", message)

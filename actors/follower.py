@@ -28,7 +28,9 @@ POLL_S = 0.025
 class LogWatcher:
     """A daemon thread that tells the timer `LogAdvanced` whenever the log's position changes."""
 
-    def __init__(self, source: JobSource, timer: pykka.ActorRef[Any], poll_s: float = POLL_S) -> None:
+    def __init__(
+        self, source: JobSource, timer: pykka.ActorRef[Any], poll_s: float = POLL_S
+    ) -> None:
         self._source = source
         self._timer = timer
         self._poll_s = poll_s

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -54,7 +54,7 @@ class JobFinished:
     """An executor is done with a job; `retry` is set if the job must run again later."""
 
     job_id: str
-    executor: pykka.ActorRef[pykka.Actor]
+    executor: pykka.ActorRef[Any]
     retry: DueJob | None = None
 
 

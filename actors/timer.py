@@ -9,6 +9,7 @@ at the earliest due time; the callback only tells a `Wake`, so the actor never s
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
@@ -112,9 +113,7 @@ class TimerActor(pykka.ThreadingActor):
         traceback: TracebackType | None,
     ) -> None:
         """Log the crash; the App sees the dead actor and refuses further work."""
-        log.error(
-            "timer actor died", exc_info=(exception_type, exception_value, traceback)
-        )  # type: ignore[arg-type]
+        log.error("timer actor died", exc_info=(exception_type, exception_value, traceback))  # type: ignore[arg-type]
 
     def on_stop(self) -> None:
         """Cancel the pending wake-up and release anyone waiting to settle."""
@@ -178,10 +177,8 @@ class TimerActor(pykka.ThreadingActor):
         ref = self.actor_ref
 
         def wake() -> None:
-            try:
+            with contextlib.suppress(pykka.ActorDeadError):
                 ref.tell(Wake())
-            except pykka.ActorDeadError:
-                pass
 
         self._wakeup = self._clock.wake_at(deadline, wake)
 

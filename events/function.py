@@ -59,7 +59,7 @@ class ScheduledFunction(Aggregate):
         error: str | None
 
     @event(Scheduled)
-    def __init__(  # noqa: PLR0913 - the fields of the Scheduled event
+    def __init__(  # noqa: PLR0913, PLR0917 - the fields of the Scheduled event
         self,
         name: str,
         kind: str,

@@ -48,6 +48,7 @@ def next_state(
         command: what is asked.
         outcome: for `COMPLETE`, the outcome being recorded.
         started: whether the job was ever started (a canceled job may only be completed if so).
+
     """
     key = (state, command)
     if key not in _TABLE or (state is _C and not started):

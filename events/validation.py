@@ -19,7 +19,14 @@ from schedlog.events.values import MAX_ARGS_BYTES, MAX_SKEW_MS
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-__all__ = ["check_args", "due_time_after", "due_time_at", "encoded_size"]
+__all__ = [
+    "check_args",
+    "due_time_after",
+    "due_time_at",
+    "encoded_size",
+    "is_plain_int",
+    "is_text",
+]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
@@ -151,3 +158,13 @@ def check_args(
 def encoded_size(value: object) -> int:
     """Return the size in bytes of `value` encoded as JSON with orjson."""
     return len(orjson.dumps(value))
+
+
+def is_plain_int(value: object) -> bool:
+    """Return whether `value` is an int and not a bool (runtime checks of typed parameters)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_text(value: object) -> bool:
+    """Return whether `value` is a str with something other than blanks in it."""
+    return isinstance(value, str) and bool(value.strip())

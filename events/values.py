@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from typing import TypeAlias
 
 __all__ = [
     "MAX_ARGS_BYTES",
@@ -11,14 +10,9 @@ __all__ = [
     "MAX_SKEW_MS",
     "TERMINAL_STATES",
     "FunctionKind",
-    "JSONValue",
     "JobState",
     "Outcome",
 ]
-
-JSONValue: TypeAlias = (
-    str | int | float | bool | None | list["JSONValue"] | dict[str, "JSONValue"]
-)
 
 MAX_SKEW_MS = 5 * 366 * 24 * 60 * 60 * 1000
 """S6: a due time may be at most this far before or after the scheduling time."""

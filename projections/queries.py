@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from schedlog.events import InvalidQueryError, JobState, ScheduledFunction
+from schedlog.events.validation import is_plain_int, is_text
 from schedlog.projections.rows import to_document
 from schedlog.projections.view import TABLE
 
@@ -69,12 +70,12 @@ class ScheduledFunctions:
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """Return the document of `job_id`, or None if there is none (S30: reads own writes)."""
-        if not isinstance(job_id, str):
+        if not is_text(job_id):
             raise InvalidQueryError(f"job id must be a str, got {type(job_id).__name__}")
         rows = self._rows(f"SELECT * FROM {TABLE} WHERE id = ?", [job_id])  # noqa: S608
         return to_document(rows[0]) if rows else None
 
-    def query(  # noqa: PLR0913 - the filters of semantics.md
+    def query(  # noqa: PLR0913, PLR0917 - the filters of semantics.md
         self,
         state: str | None = None,
         name: str | None = None,
@@ -92,7 +93,7 @@ class ScheduledFunctions:
         if order not in _ORDERS:
             raise InvalidQueryError(f"order must be 'asc' or 'desc', got {order!r}")
         direction, cmp = _ORDERS[order]
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        if not is_plain_int(limit) or not 1 <= limit <= MAX_LIMIT:
             raise InvalidQueryError(f"limit must be an int from 1 to {MAX_LIMIT}, got {limit!r}")
         if cursor is not None:
             where.append(f"(scheduled_time, seq) {cmp} (?, ?)")
@@ -105,9 +106,7 @@ class ScheduledFunctions:
         rows = self._rows(sql, [*params, limit + 1])
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = (
-            _encode_cursor(rows[-1]["scheduled_time"], rows[-1]["seq"]) if more else None
-        )
+        next_cursor = _encode_cursor(rows[-1]["scheduled_time"], rows[-1]["seq"]) if more else None
         return Page([to_document(r) for r in rows], next_cursor)
 
     @staticmethod
@@ -171,14 +170,12 @@ class ScheduledFunctions:
         return [r["id"] for r in rows]
 
 
-_EVENT_TIME = {
-    ScheduledFunction.Scheduled: "creation_time_ms",
-}
+_EVENT_TIME: dict[type, str] = {ScheduledFunction.Scheduled: "creation_time_ms"}
 _HIDDEN = frozenset({"originator_id", "originator_version", "timestamp", "originator_topic"})
 
 
 def history_entries(events: Iterable[object]) -> list[dict[str, Any]]:
-    """Return a job's events as dicts, oldest first: `type`, `time` (ms), `version` and data (S29)."""
+    """Return a job's events as dicts, oldest first: `type`, `time`, `version`, data (S29)."""
     entries = []
     for event in events:
         if not dataclasses.is_dataclass(event):

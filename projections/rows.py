@@ -1,4 +1,4 @@
-"""The pure event -> view-row function of `_scheduled_functions`, and the Convex document (read side).
+"""The pure event -> view-row function of `_scheduled_functions`, and its document (read side).
 
 `change_for` is the one projection function: the live path applies it inside the events' own
 transaction, and replay runs the log through it. It reads no state, so a change can be applied

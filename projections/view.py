@@ -53,11 +53,13 @@ _DDL = [
     f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (run_at, seq) WHERE state = 'pending'",
 ]
 
-_INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_PLACEHOLDERS = ", ".join("?" * len(COLUMNS))
+_INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
 _NOT_TERMINAL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
 
+
 class ViewRecorder(SQLiteProcessRecorder):
-    """SQLite events + tracking recorder that keeps `_scheduled_functions` in the same transaction."""
+    """Records events and tracking, and keeps `_scheduled_functions` in the same transaction."""
 
     decode: Callable[[Notification], object] | None = None
     """Turns a stored notification into a domain event; set by the store (used for gaps only)."""

@@ -24,6 +24,7 @@ from schedlog.errors import (
     UnknownFunctionError,
 )
 from schedlog.events import FunctionKind
+from schedlog.events.validation import is_plain_int
 from schedlog.projections.queries import DueJob, history_entries
 from schedlog.registry import Registry
 from schedlog.store import open_store, parse_store_url
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from eventsourcing.application import Repository
 
     from schedlog.events import ScheduledFunction
-    from schedlog.projections.queries import ScheduledFunctions
 
 __all__ = ["App"]
 
@@ -66,6 +66,7 @@ class App:
             `$SCHEDLOG_STORE`, else `./schedlog.db`.
         clock: where time comes from; `SystemClock()` by default, `FakeClock` in tests.
         max_concurrency: how many functions may run at once (S13).
+
     """
 
     def __init__(
@@ -75,9 +76,7 @@ class App:
         max_concurrency: int = 8,
     ) -> None:
         if (
-            isinstance(max_concurrency, bool)
-            or not isinstance(max_concurrency, int)
-            or not 1 <= max_concurrency <= 256  # noqa: PLR2004
+            not is_plain_int(max_concurrency) or not 1 <= max_concurrency <= 256  # noqa: PLR2004
         ):
             raise ConfigurationError(
                 f"max_concurrency must be an int from 1 to 256, got {max_concurrency!r}"
@@ -101,7 +100,7 @@ class App:
     @overload
     def mutation(self, fn: F, /) -> F: ...
     @overload
-    def mutation(self, *, name: str | None = None) -> Callable[[F], F]: ...
+    def mutation(self, fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
     def mutation(self, fn: F | None = None, /, *, name: str | None = None) -> Any:
         """Register a mutation: runs exactly once, its writes committed atomically (S14)."""
         return self._register(fn, FunctionKind.MUTATION, name)
@@ -109,7 +108,7 @@ class App:
     @overload
     def action(self, fn: F, /) -> F: ...
     @overload
-    def action(self, *, name: str | None = None) -> Callable[[F], F]: ...
+    def action(self, fn: None = None, /, *, name: str | None = None) -> Callable[[F], F]: ...
     def action(self, fn: F | None = None, /, *, name: str | None = None) -> Any:
         """Register an action: runs at most once, may do I/O (S17)."""
         return self._register(fn, FunctionKind.ACTION, name)
@@ -140,9 +139,9 @@ class App:
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         """Return the job's events, oldest first, each with `type`, `time` and its data (S29)."""
-        job = self.store.load_job(job_id) if isinstance(job_id, str) else None
+        job = self.store.load_job(job_id)
         if job is None:
-            raise JobNotFoundError(repr(job_id) if not isinstance(job_id, str) else job_id)
+            raise JobNotFoundError(str(job_id))
         return history_entries(self.store.events.get(job.id))
 
     # ExecutionHost: what the executors ask of the App.

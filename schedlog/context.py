@@ -145,8 +145,10 @@ class AppScheduler(Scheduler):
 
 
 class _ActionScheduler(Scheduler):
-    """An action's scheduler: saves at once; after the action is canceled, its jobs are born
-    canceled (S21)."""
+    """An action's scheduler: saves at once; once the action is canceled, jobs are born canceled.
+
+    S21: a job scheduled after the cancel gets `Scheduled` and `Canceled` in one save.
+    """
 
     def _accept(self, job: ScheduledFunction, size: int) -> None:
         assert self._parent_id is not None  # noqa: S101 - set by ActionCtx
@@ -229,12 +231,10 @@ class MutationCtx:
         self.scheduler: Scheduler = _MutationScheduler(core, job_id, now_ms)
         self._aggregates: dict[object, BaseAggregate[Any]] = {}
 
-    def save(self, *aggregates: BaseAggregate[Any]) -> None:
+    def save(self, *aggregates: object) -> None:
         """Stage the aggregates' new events for the mutation's commit."""
         for aggregate in aggregates:
-            if not isinstance(aggregate, BaseAggregate) or isinstance(
-                aggregate, ScheduledFunction
-            ):
+            if not isinstance(aggregate, BaseAggregate) or isinstance(aggregate, ScheduledFunction):
                 raise ConfigurationError(
                     f"ctx.save takes the app's own eventsourcing aggregates, got {aggregate!r}"
                 )

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from schedlog.errors import ConfigurationError, UnknownFunctionError
-from schedlog.events import FunctionKind
+from schedlog.events.validation import is_text
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from schedlog.events import FunctionKind
 
 __all__ = ["Registered", "Registry", "default_name"]
 
@@ -37,13 +39,13 @@ class Registry:
         self._by_fn: dict[Callable[..., Any], Registered] = {}
         self._lock = threading.Lock()
 
-    def add(self, fn: Callable[..., Any], kind: FunctionKind, name: str | None) -> Registered:
+    def add(self, fn: Callable[..., Any], kind: FunctionKind, name: object) -> Registered:
         """Register `fn`; a name already taken by another function is an error."""
         if not callable(fn):
             raise ConfigurationError(f"only functions can be registered, got {fn!r}")
         if name is None:
             name = default_name(fn)
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(name, str) or not is_text(name):
             raise ConfigurationError(f"a function name must be a non-empty str, got {name!r}")
         entry = Registered(name, kind, fn)
         with self._lock:

@@ -94,7 +94,7 @@ class JobStore(Application[UUID]):
         except (ValueError, TypeError, AttributeError):
             return None
         try:
-            job = self.repository.get(key)
+            job: object = self.repository.get(key)
         except AggregateNotFoundError:
             return None
         return job if isinstance(job, ScheduledFunction) else None
@@ -103,9 +103,11 @@ class JobStore(Application[UUID]):
         """Return the pending jobs that a save's recordings created, for the timer."""
         jobs = []
         for rec in recordings:
-            event = rec.domain_event
+            event: object = rec.domain_event
             if isinstance(event, ScheduledFunction.Scheduled):
-                jobs.append(DueJob(event.scheduled_time_ms, rec.notification.id, str(event.originator_id)))
+                jobs.append(
+                    DueJob(event.scheduled_time_ms, rec.notification.id, str(event.originator_id))
+                )
         return jobs
 
 
