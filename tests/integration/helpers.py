@@ -1,0 +1,46 @@
+"""Helpers for integration tests: a user aggregate and small readers of the log and view."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from schedlog import App
+
+
+class Account(Aggregate):
+    """A user aggregate that mutations change."""
+
+    @event("Opened")
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.balance = 0
+
+    @event("Deposited")
+    def deposit(self, cents: int) -> None:
+        self.balance += cents
+
+
+def state(app: App, job_id: str) -> str:
+    doc = app.scheduled_functions.get(job_id)
+    assert doc is not None, job_id
+    return doc["state"]["kind"]
+
+
+def types(app: App, job_id: str) -> list[str]:
+    return [e["type"] for e in app.history(job_id)]
+
+
+def log_position(app: App) -> int:
+    return app.store.recorder.max_notification_id() or 0
+
+
+def balance(app: App, account_id: UUID) -> int:
+    account: Any = app.repository.get(account_id)
+    return int(account.balance)
+
+
+def all_docs(app: App) -> list[dict[str, Any]]:
+    return app.scheduled_functions.query(limit=1000).items

@@ -1,0 +1,194 @@
+"""Cancel: pending, in progress, races with a mutation's commit, idempotence, cancel_all (S20-S24)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from schedlog import App, JobNotFoundError
+from schedlog.testing import FakeClock
+from tests.integration.helpers import Account, balance, state, types
+
+T0 = 1_800_000_000_000
+WAIT_S = 10
+
+
+def test_canceled_pending_job_never_runs_s20(app: App, clock: FakeClock) -> None:
+    ran: list[str] = []
+
+    @app.action(name="jobs:run")
+    def run(ctx) -> None:
+        ran.append(ctx.job_id)
+
+    job = app.scheduler.run_after(1_000, run)
+    app.start()
+    clock.advance(500)
+    app.scheduler.cancel(job)
+    doc = app.scheduled_functions.get(job)
+    assert doc is not None
+    assert doc["state"] == {"kind": "canceled"}
+    assert doc["completedTime"] == float(T0 + 500)
+    clock.advance(1_000)
+    app.wait_until_idle()
+    assert ran == []
+    assert types(app, job) == ["Scheduled", "Canceled"]
+
+
+def test_canceling_a_running_action_s21(app: App) -> None:
+    started = threading.Event()
+    release = threading.Event()
+    children: list[str] = []
+
+    @app.action(name="io:long")
+    def long(ctx) -> None:
+        started.set()
+        release.wait(WAIT_S)
+        children.append(ctx.scheduler.run_after(0, "io:child"))
+
+    @app.action(name="io:child")
+    def child(ctx) -> None:
+        del ctx
+
+    job = app.scheduler.run_after(0, long)
+    app.start()
+    assert started.wait(WAIT_S)
+    app.scheduler.cancel(job)
+    assert state(app, job) == "canceled"
+    release.set()
+    app.wait_until_idle()
+    doc = app.scheduled_functions.get(job)
+    assert doc is not None
+    assert doc["state"] == {"kind": "canceled"}  # its later completion changes nothing
+    assert types(app, job) == ["Scheduled", "Started", "Canceled", "Completed"]
+    assert app.history(job)[-1]["outcome"] == "success"  # kept for the audit
+    (child_id,) = children
+    assert state(app, child_id) == "canceled"  # born canceled
+    assert types(app, child_id) == ["Scheduled", "Canceled"]
+
+
+def test_cancel_landing_before_a_mutation_commit_wins_s22(app: App) -> None:
+    account = Account("dee")
+    app.save(account)
+    job_ids: list[str] = []
+
+    @app.mutation(name="bank:deposit")
+    def deposit(ctx) -> None:
+        acc = ctx.repository.get(account.id)
+        acc.deposit(10)
+        ctx.save(acc)
+        ctx.scheduler.run_after(0, "bank:deposit")
+        app.scheduler.cancel(ctx.job_id)  # another writer cancels while the mutation runs
+
+    job_ids.append(app.scheduler.run_after(0, deposit))
+    app.start()
+    app.wait_until_idle()
+    (job,) = job_ids
+    assert state(app, job) == "canceled"
+    assert types(app, job) == ["Scheduled", "Canceled"]  # the mutation's commit conflicted
+    assert balance(app, account.id) == 0
+    assert len(app.scheduled_functions.query(name="bank:deposit").items) == 1
+
+
+def test_cancel_after_a_mutation_committed_is_a_no_op_s22_s23(app: App) -> None:
+    @app.mutation(name="jobs:m")
+    def m(ctx) -> None:
+        del ctx
+
+    job = app.scheduler.run_after(0, m)
+    app.start()
+    app.wait_until_idle()
+    app.scheduler.cancel(job)
+    app.scheduler.cancel(job)
+    assert state(app, job) == "success"
+    assert types(app, job) == ["Scheduled", "Started", "Completed"]
+
+
+def test_cancel_is_idempotent_and_unknown_ids_are_errors_s23(app: App) -> None:
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+    job = app.scheduler.run_after(1_000, a)
+    app.scheduler.cancel(job)
+    app.scheduler.cancel(job)
+    assert types(app, job) == ["Scheduled", "Canceled"]
+    with pytest.raises(JobNotFoundError, match="no scheduled function with id 'nope'"):
+        app.scheduler.cancel("nope")
+    with pytest.raises(JobNotFoundError):
+        app.scheduler.cancel("6b2a5a5e-5d9f-4a61-8f0e-9a1a4a2d1c11")
+    account = Account("not a job")
+    app.save(account)
+    with pytest.raises(JobNotFoundError):
+        app.scheduler.cancel(str(account.id))
+
+
+def test_a_mutation_cannot_cancel_itself_s23(app: App) -> None:
+    @app.mutation(name="jobs:self")
+    def self_cancel(ctx) -> None:
+        ctx.scheduler.cancel(ctx.job_id)
+
+    job = app.scheduler.run_after(0, self_cancel)
+    app.start()
+    app.wait_until_idle()
+    doc = app.scheduled_functions.get(job)
+    assert doc is not None
+    assert doc["state"]["kind"] == "failed"
+    assert "a mutation cannot cancel itself" in doc["state"]["error"]
+
+
+def test_a_mutation_cancels_others_atomically_s22(app: App) -> None:
+    @app.action(name="jobs:target")
+    def target(ctx) -> None:
+        del ctx
+
+    @app.mutation(name="jobs:canceler")
+    def canceler(ctx, victim: str, fail: bool) -> None:
+        ctx.scheduler.cancel(victim)
+        staged = ctx.scheduler.run_after(5_000, target)
+        ctx.scheduler.cancel(staged)  # a job it scheduled itself: born canceled
+        if fail:
+            msg = "abort"
+            raise ValueError(msg)
+
+    kept = app.scheduler.run_after(10_000, target)
+    dropped = app.scheduler.run_after(10_000, target)
+    app.scheduler.run_after(0, canceler, kept, True)
+    app.scheduler.run_after(0, canceler, dropped, False)
+    app.start()
+    app.wait_until_idle()
+    assert state(app, kept) == "pending"  # the failed mutation's cancel was dropped
+    assert state(app, dropped) == "canceled"
+    born = [
+        d
+        for d in app.scheduled_functions.query(name="jobs:target").items
+        if d["_id"] not in {kept, dropped}
+    ]
+    assert [d["state"]["kind"] for d in born] == ["canceled"]
+
+
+def test_cancel_all_with_filters_s24(app: App, clock: FakeClock) -> None:
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+    @app.action(name="jobs:b")
+    def b(ctx) -> None:
+        del ctx
+
+    early_a = app.scheduler.run_after(100, a)
+    late_a = app.scheduler.run_after(5_000, a)
+    early_b = app.scheduler.run_after(100, b)
+    done_b = app.scheduler.run_after(0, b)
+    app.start()
+    app.wait_until_idle()
+    assert state(app, done_b) == "success"
+    assert app.scheduler.cancel_all(name=a, before_ms=T0 + 1_000) == 1
+    assert state(app, early_a) == "canceled"
+    assert state(app, late_a) == "pending"
+    assert app.scheduler.cancel_all() == 2
+    assert {state(app, j) for j in (late_a, early_b)} == {"canceled"}
+    assert state(app, done_b) == "success"
+    clock.advance(10_000)
+    app.wait_until_idle()
+    assert app.scheduler.cancel_all() == 0

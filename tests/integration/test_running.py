@@ -1,0 +1,325 @@
+"""Running jobs: order and concurrency, mutations exactly once, actions at most once (S12-S18)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from schedlog import App, SchedlogError
+from schedlog.testing import FakeClock
+from tests.integration.helpers import Account, balance, state, types
+
+T0 = 1_800_000_000_000
+WAIT_S = 10
+
+
+def test_due_order_then_fifo_s13(clock: FakeClock, sqlite_path) -> None:
+    app = App(store=f"sqlite://{sqlite_path}", clock=clock, max_concurrency=1)
+    order: list[str] = []
+
+    @app.action(name="jobs:record")
+    def record(ctx, label: str) -> None:
+        order.append(label)
+
+    try:
+        app.scheduler.run_after(300, record, "c")
+        app.scheduler.run_after(100, record, "a1")
+        app.scheduler.run_after(200, record, "b")
+        app.scheduler.run_after(100, record, "a2")
+        app.scheduler.run_after(100, record, "a3")
+        app.start()
+        clock.advance(1_000)
+        app.wait_until_idle()
+        assert order == ["a1", "a2", "a3", "b", "c"]
+    finally:
+        app.close()
+
+
+def test_at_most_max_concurrency_run_at_once_s13(clock: FakeClock, sqlite_path) -> None:
+    app = App(store=f"sqlite://{sqlite_path}", clock=clock, max_concurrency=2)
+    lock = threading.Lock()
+    running = 0
+    peak = 0
+    two_running = threading.Event()
+    release = threading.Event()
+
+    @app.action(name="jobs:block")
+    def block(ctx) -> None:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+            if running == 2:
+                two_running.set()
+        release.wait(WAIT_S)
+        with lock:
+            running -= 1
+
+    try:
+        jobs = [app.scheduler.run_after(0, block) for _ in range(5)]
+        app.start()
+        assert two_running.wait(WAIT_S)
+        assert sorted(state(app, j) for j in jobs) == [
+            "inProgress",
+            "inProgress",
+            "pending",
+            "pending",
+            "pending",
+        ]
+        release.set()
+        app.wait_until_idle()
+        assert peak == 2
+        assert {state(app, j) for j in jobs} == {"success"}
+    finally:
+        release.set()
+        app.close()
+
+
+def test_mutation_commits_writes_children_and_outcome_atomically_s14(
+    app: App, clock: FakeClock
+) -> None:
+    account = Account("ann")
+    app.save(account)
+    seen_inside: list[str] = []
+
+    @app.mutation(name="bank:deposit")
+    def deposit(ctx, account_id: str, cents: int) -> None:
+        seen_inside.append(state(app, ctx.job_id))  # other readers see it pending (S14)
+        acc = ctx.repository.get(account.id)
+        acc.deposit(cents)
+        ctx.save(acc)
+        ctx.scheduler.run_after(0, "bank:notify", account_id)
+
+    @app.action(name="bank:notify")
+    def notify(ctx, account_id: str) -> None:
+        del ctx, account_id
+
+    job = app.scheduler.run_after(10, deposit, str(account.id), 250)
+    app.start()
+    clock.advance(10)
+    app.wait_until_idle()
+    assert seen_inside == ["pending"]
+    assert balance(app, account.id) == 250
+    assert types(app, job) == ["Scheduled", "Started", "Completed"]
+    started = app.history(job)[1]
+    assert started["node_id"] == app.node_id
+    assert started["attempt"] == 1
+    children = app.scheduled_functions.query(name="bank:notify").items
+    assert len(children) == 1
+    assert children[0]["state"]["kind"] == "success"
+    assert children[0]["_creationTime"] == float(T0 + 10)
+
+
+def test_mutation_children_share_one_scheduled_time_s7(app: App, clock: FakeClock) -> None:
+    @app.mutation(name="jobs:fan_out")
+    def fan_out(ctx) -> None:
+        for i in range(3):
+            ctx.scheduler.run_after(500, "jobs:leaf", i)
+        ctx.scheduler.run_at(ctx.now_ms + 500, "jobs:leaf", 99)
+
+    @app.mutation(name="jobs:leaf")
+    def leaf(ctx, i: int) -> None:
+        del ctx, i
+
+    app.scheduler.run_after(7, fan_out)
+    app.start()
+    clock.advance(7)
+    app.wait_until_idle()
+    leaves = app.scheduled_functions.query(name="jobs:leaf").items
+    assert [d["args"] for d in leaves] == [[0], [1], [2], [99]]
+    assert {d["scheduledTime"] for d in leaves} == {float(T0 + 7 + 500)}
+
+
+def test_zero_delay_child_runs_only_after_the_commit_s12(app: App) -> None:
+    log: list[str] = []
+
+    @app.mutation(name="jobs:parent")
+    def parent(ctx) -> None:
+        ctx.scheduler.run_after(0, "jobs:child")
+        log.append("parent body done")
+
+    @app.action(name="jobs:child")
+    def child(ctx) -> None:
+        log.append("child ran")
+        assert state(app, ctx.job_id) == "inProgress"
+
+    job = app.scheduler.run_after(0, parent)
+    app.start()
+    app.wait_until_idle()
+    assert log == ["parent body done", "child ran"]
+    assert state(app, job) == "success"
+    (child_doc,) = app.scheduled_functions.query(name="jobs:child").items
+    assert child_doc["state"]["kind"] == "success"
+    parent_done = app.history(job)[-1]
+    child_started = app.history(child_doc["_id"])[1]
+    assert child_started["version"] == 2
+    assert parent_done["type"] == "Completed"
+
+
+def test_failed_mutation_drops_writes_and_children_s16_s11(app: App) -> None:
+    account = Account("bob")
+    app.save(account)
+
+    @app.mutation(name="bank:bad")
+    def bad(ctx) -> None:
+        acc = ctx.repository.get(account.id)
+        acc.deposit(100)
+        ctx.save(acc)
+        ctx.scheduler.run_after(0, "bank:bad")
+        msg = "insufficient funds"
+        raise RuntimeError(msg)
+
+    job = app.scheduler.run_after(0, bad)
+    app.start()
+    app.wait_until_idle()
+    doc = app.scheduled_functions.get(job)
+    assert doc is not None
+    assert doc["state"]["kind"] == "failed"
+    error = doc["state"]["error"]
+    assert error.startswith("RuntimeError: insufficient funds")  # the message, then the traceback
+    assert "Traceback (most recent call last)" in error
+    assert "completedTime" in doc
+    assert balance(app, account.id) == 0
+    assert len(app.scheduled_functions.query(name="bank:bad").items) == 1  # no child exists
+    assert types(app, job) == ["Scheduled", "Started", "Completed"]
+    assert app.history(job)[-1]["outcome"] == "failed"
+
+
+def test_mutation_scheduling_limit_s10(app: App) -> None:
+    errors: list[str] = []
+
+    @app.mutation(name="jobs:greedy")
+    def greedy(ctx) -> None:
+        for _ in range(1000):
+            ctx.scheduler.run_after(1_000, "jobs:greedy")
+        try:
+            ctx.scheduler.run_after(1_000, "jobs:greedy")
+        except SchedlogError as e:
+            errors.append(str(e))
+            raise
+
+    job = app.scheduler.run_after(0, greedy)
+    app.start()
+    app.wait_until_idle(timeout_s=60)
+    assert errors == ["too many functions scheduled by this mutation (limit: 1000)"]
+    assert state(app, job) == "failed"
+    assert len(app.scheduled_functions.query(name="jobs:greedy", limit=1000).items) == 1
+
+
+def test_action_claims_before_running_and_records_outcome_s17(app: App) -> None:
+    seen: list[str] = []
+
+    @app.action(name="io:fetch")
+    def fetch(ctx) -> None:
+        seen.append(state(app, ctx.job_id))
+
+    @app.action(name="io:broken")
+    def broken(ctx) -> None:
+        msg = "HTTP 500"
+        raise OSError(msg)
+
+    ok = app.scheduler.run_after(0, fetch)
+    bad = app.scheduler.run_after(0, broken)
+    app.start()
+    app.wait_until_idle()
+    assert seen == ["inProgress"]
+    assert types(app, ok) == ["Scheduled", "Started", "Completed"]
+    assert state(app, ok) == "success"
+    assert state(app, bad) == "failed"
+    assert app.scheduled_functions.get(bad)["state"]["error"].startswith("OSError: HTTP 500")  # type: ignore[index]
+    assert types(app, bad) == ["Scheduled", "Started", "Completed"]  # never retried
+
+
+def test_action_effects_stay_when_it_fails_s18(app: App) -> None:
+    account = Account("cy")
+    app.save(account)
+    results: list[Any] = []
+
+    @app.mutation(name="bank:deposit")
+    def deposit(ctx, cents: int) -> int:
+        acc = ctx.repository.get(account.id)
+        acc.deposit(cents)
+        ctx.save(acc)
+        return int(acc.balance)
+
+    @app.action(name="io:pay")
+    def pay(ctx) -> None:
+        results.append(ctx.run_mutation(deposit, 40))
+        ctx.scheduler.run_after(60_000, "bank:deposit", 1)
+        msg = "gateway timeout"
+        raise TimeoutError(msg)
+
+    job = app.scheduler.run_after(0, pay)
+    app.start()
+    app.wait_until_idle()
+    assert results == [40]
+    assert balance(app, account.id) == 40
+    assert state(app, job) == "failed"
+    (later,) = app.scheduled_functions.query(name="bank:deposit").items
+    assert later["state"]["kind"] == "pending"
+
+
+def test_context_fields(app: App, clock: FakeClock) -> None:
+    seen: dict[str, Any] = {}
+
+    @app.mutation(name="jobs:inspect")
+    def inspect(ctx) -> None:
+        seen.update(job_id=ctx.job_id, now=ctx.now_ms, attempt=ctx.attempt)
+
+    job = app.scheduler.run_after(42, inspect)
+    app.start()
+    clock.advance(42)
+    app.wait_until_idle()
+    assert seen == {"job_id": job, "now": T0 + 42, "attempt": 1}
+
+
+def test_graceful_stop_lets_running_functions_finish(clock: FakeClock, sqlite_path) -> None:
+    app = App(store=f"sqlite://{sqlite_path}", clock=clock, max_concurrency=2)
+    started = threading.Event()
+    release = threading.Event()
+
+    @app.action(name="jobs:slow")
+    def slow(ctx) -> None:
+        started.set()
+        release.wait(WAIT_S)
+
+    try:
+        running = app.scheduler.run_after(0, slow)
+        app.start()
+        assert started.wait(WAIT_S)
+        later = app.scheduler.run_after(0, slow)  # accepted while stopping: stays pending
+        stopper = threading.Thread(target=app.stop)
+        stopper.start()
+        release.set()
+        stopper.join(WAIT_S)
+        assert not stopper.is_alive()
+        assert state(app, running) == "success"
+        assert state(app, later) in {"pending", "success"}
+    finally:
+        release.set()
+        app.close()
+
+
+@pytest.mark.parametrize("kind", ["mutation", "action"])
+def test_jobs_saved_by_another_app_on_the_store_run_s11b(
+    clock: FakeClock, sqlite_path, kind: str
+) -> None:
+    worker = App(store=f"sqlite://{sqlite_path}", clock=clock)
+    web = App(store=f"sqlite://{sqlite_path}", clock=clock)
+    ran: list[str] = []
+    for app in (worker, web):
+        register = app.mutation if kind == "mutation" else app.action
+        register(name="jobs:work")(lambda ctx: ran.append(ctx.job_id))
+    try:
+        worker.start()
+        job = web.scheduler.run_after(100, "jobs:work")  # web never starts a runtime
+        clock.advance(100)
+        worker.wait_until_idle()
+        assert ran == [job]
+        assert state(web, job) == "success"
+        assert web.history(job)[1]["node_id"] == worker.node_id
+    finally:
+        web.close()
+        worker.close()

@@ -1,0 +1,234 @@
+"""Scheduling through the App: due times, arguments, errors, durability (S1-S12, S30)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+
+import pytest
+
+from schedlog import (
+    App,
+    ArgsNotSerializableError,
+    SchedlogError,
+    ScheduleValidationError,
+    UnknownFunctionError,
+)
+from schedlog.testing import FakeClock
+from tests.integration.helpers import all_docs, log_position, state, types
+
+T0 = 1_800_000_000_000
+
+
+def register_noop(app: App) -> None:
+    @app.action(name="jobs:noop")
+    def noop(ctx, *args, **kwargs) -> None:
+        del ctx, args, kwargs
+
+
+def test_run_after_fires_exactly_at_due_time_s4(app: App, clock: FakeClock) -> None:
+    register_noop(app)
+    app.start()
+    job = app.scheduler.run_after(5_000, "jobs:noop", "a@example.com")
+    clock.advance(4_999)
+    app.wait_until_idle()
+    assert state(app, job) == "pending"
+    clock.advance(1)
+    app.wait_until_idle()
+    doc = app.scheduled_functions.get(job)
+    assert doc is not None
+    assert doc["state"] == {"kind": "success"}
+    assert doc["completedTime"] == float(T0 + 5_000)
+
+
+def test_document_has_convex_fields_s1_s2_s3(app: App, clock: FakeClock) -> None:
+    register_noop(app)
+    job = app.scheduler.run_after(250, "jobs:noop", "x", 2, flag=True)
+    doc = app.scheduled_functions.get(job)
+    assert doc == {
+        "_id": job,
+        "_creationTime": float(T0),
+        "name": "jobs:noop",
+        "args": ["x", 2],
+        "kwargs": {"flag": True},
+        "scheduledTime": float(T0 + 250),
+        "state": {"kind": "pending"},
+    }
+    assert isinstance(job, str)
+    other = app.scheduler.run_after(250, "jobs:noop")
+    assert other != job  # S3: unique
+    app.start()
+    clock.advance(250)
+    app.wait_until_idle()
+    done = app.scheduled_functions.get(job)
+    assert done is not None
+    assert done["scheduledTime"] == float(T0 + 250)  # S2: never rewritten
+    assert done["completedTime"] == float(T0 + 250)
+
+
+def test_run_at_datetime_and_past_times_s5(app: App, clock: FakeClock) -> None:
+    register_noop(app)
+    when = dt.datetime.fromtimestamp((T0 + 60_000) / 1000, tz=dt.UTC)
+    job = app.scheduler.run_at(when, "jobs:noop")
+    past = app.scheduler.run_at(T0 - 10_000, "jobs:noop")
+    assert app.scheduled_functions.get(job)["scheduledTime"] == float(T0 + 60_000)  # type: ignore[index]
+    app.start()
+    app.wait_until_idle()
+    assert state(app, past) == "success"  # a past time means due now
+    assert app.scheduled_functions.get(past)["scheduledTime"] == float(T0 - 10_000)  # type: ignore[index]
+    assert state(app, job) == "pending"
+    clock.advance(60_000)
+    app.wait_until_idle()
+    assert state(app, job) == "success"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: s.run_after(-1, "jobs:noop"), "delay_ms must be >= 0"),
+        (lambda s: s.run_after(float("nan"), "jobs:noop"), "must be finite"),
+        (lambda s: s.run_after(True, "jobs:noop"), "delay_ms must be an int"),
+        (lambda s: s.run_after("5", "jobs:noop"), "delay_ms must be an int"),
+        (lambda s: s.run_at(dt.datetime(2027, 1, 1), "jobs:noop"), "naive"),
+        (
+            lambda s: s.run_after(6 * 366 * 86_400_000, "jobs:noop"),
+            "more than 5 years in the future",
+        ),
+        (
+            lambda s: s.run_at(T0 - 6 * 366 * 86_400_000, "jobs:noop"),
+            "more than 5 years in the past",
+        ),
+        (lambda s: s.run_after(0, "jobs:missing"), "unknown function 'jobs:missing'"),
+        (lambda s: s.run_after(0, "jobs:noop", {1, 2}), "argument 1 (args[0]) is a set"),
+        (lambda s: s.run_after(0, "jobs:noop", x=object()), "keyword argument 'x'"),
+        (lambda s: s.run_after(0, "jobs:noop", "x" * (17 * 1024 * 1024)), "16 MiB"),
+    ],
+)
+def test_bad_input_is_refused_and_nothing_is_written_s4_to_s10(app: App, call, message) -> None:
+    register_noop(app)
+    before = log_position(app)
+    with pytest.raises(SchedlogError, match=re.escape(message)):
+        call(app.scheduler)
+    assert log_position(app) == before
+    assert all_docs(app) == []
+
+
+def test_error_classes_s8_s9(app: App) -> None:
+    register_noop(app)
+    with pytest.raises(UnknownFunctionError) as unknown:
+        app.scheduler.run_after(0, "nope:fn")
+    assert isinstance(unknown.value, LookupError)
+    with pytest.raises(ArgsNotSerializableError) as bad:
+        app.scheduler.run_after(0, "jobs:noop", 1, (1, 2))
+    assert isinstance(bad.value, TypeError)
+    assert isinstance(bad.value, ScheduleValidationError)
+    assert "argument 2 (args[1]) is a tuple" in str(bad.value)
+
+    def never_registered(ctx) -> None:
+        del ctx
+
+    with pytest.raises(UnknownFunctionError, match="never_registered"):
+        app.scheduler.run_after(0, never_registered)
+
+
+def test_arguments_round_trip_s9(app: App, clock: FakeClock) -> None:
+    seen: list[object] = []
+
+    @app.mutation(name="jobs:echo")
+    def echo(ctx, *args, **kwargs) -> None:
+        seen.append((args, kwargs))
+
+    key = uuid.uuid4()
+    when = dt.datetime(2027, 5, 1, 12, 30, tzinfo=dt.UTC)
+    args = ["s", 1, 2.5, True, None, [1, {"a": [key]}], {"when": when}]
+    job = app.scheduler.run_after(0, echo, *args, at=when, ids=[key])
+    doc = app.scheduled_functions.get(job)
+    assert doc is not None
+    assert doc["args"][5] == [1, {"a": [str(key)]}]  # a UUID shows as a string in the view
+    assert doc["kwargs"]["at"] == when.isoformat()
+    app.start()
+    app.wait_until_idle()
+    assert seen == [(tuple(args), {"at": when, "ids": [key]})]
+    got_args, got_kwargs = seen[0]  # type: ignore[misc]
+    assert isinstance(got_args[5][1]["a"][0], uuid.UUID)
+    assert isinstance(got_kwargs["at"], dt.datetime)
+
+
+def test_arguments_are_copied_at_scheduling_s9(app: App) -> None:
+    register_noop(app)
+    payload = {"items": [1, 2]}
+    job = app.scheduler.run_after(0, "jobs:noop", payload)
+    payload["items"].append(3)
+    assert app.scheduled_functions.get(job)["args"] == [{"items": [1, 2]}]  # type: ignore[index]
+
+
+def test_durable_when_the_call_returns_s11_s30(clock: FakeClock, sqlite_path) -> None:
+    first = App(store=f"sqlite://{sqlite_path}", clock=clock)
+    register_noop(first)
+    job = first.scheduler.run_after(1_000, "jobs:noop")
+    assert state(first, job) == "pending"  # S30: read-your-writes, runtime not started
+    first.close()
+    second = App(store=f"sqlite://{sqlite_path}", clock=clock)
+    register_noop(second)
+    try:
+        assert state(second, job) == "pending"
+        assert types(second, job) == ["Scheduled"]
+        second.start()
+        clock.advance(1_000)
+        second.wait_until_idle()
+        assert state(second, job) == "success"
+    finally:
+        second.close()
+
+
+def test_function_missing_when_it_runs_fails_s8(clock: FakeClock, sqlite_path) -> None:
+    scheduling = App(store=f"sqlite://{sqlite_path}", clock=clock)
+    register_noop(scheduling)
+    job = scheduling.scheduler.run_after(0, "jobs:noop")
+    scheduling.close()
+    worker = App(store=f"sqlite://{sqlite_path}", clock=clock)  # jobs:noop is not registered here
+    try:
+        worker.start()
+        worker.wait_until_idle()
+        doc = worker.scheduled_functions.get(job)
+        assert doc is not None
+        assert doc["state"]["kind"] == "failed"
+        assert "unknown function 'jobs:noop'" in doc["state"]["error"]
+    finally:
+        worker.close()
+
+
+def test_registration_names_and_conflicts(app: App) -> None:
+    @app.mutation
+    def plain(ctx) -> None:
+        del ctx
+
+    assert app.registry.resolve(plain).name.endswith(
+        ":test_registration_names_and_conflicts.<locals>.plain"
+    )
+
+    @app.action(name="billing:charge")
+    def charge(ctx) -> None:
+        del ctx
+
+    assert app.registry.resolve("billing:charge").fn is charge
+    with pytest.raises(SchedlogError, match="already registered"):
+
+        @app.mutation(name="billing:charge")
+        def other(ctx) -> None:
+            del ctx
+
+
+def test_wait_until_idle_needs_a_started_runtime(app: App) -> None:
+    with pytest.raises(SchedlogError, match="not started"):
+        app.wait_until_idle()
+
+
+def test_bad_configuration_is_refused() -> None:
+    with pytest.raises(SchedlogError, match="max_concurrency"):
+        App(store="memory://", max_concurrency=0)
+    with pytest.raises(SchedlogError, match="not a store URL"):
+        App(store="mysql://x")
+    with pytest.raises(SchedlogError, match="PostgreSQL is not supported yet"):
+        App(store="postgresql://user:secret@127.0.0.1/db")

@@ -1,0 +1,187 @@
+"""The `_scheduled_functions` view and history: queries, pagination, exactly once (S25-S30)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from schedlog import App, InvalidQueryError
+from schedlog.projections.rows import apply_to_rows, change_for
+from schedlog.projections.view import TABLE, VIEW_NAME
+from schedlog.testing import FakeClock
+from tests.integration.helpers import Account, log_position, state
+
+T0 = 1_800_000_000_000
+
+
+@pytest.fixture
+def filled(app: App, clock: FakeClock) -> dict[str, list[str]]:
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+    @app.mutation(name="jobs:b")
+    def b(ctx) -> None:
+        del ctx
+
+    ids: dict[str, list[str]] = {"a": [], "b": []}
+    for i in range(7):
+        ids["a"].append(app.scheduler.run_after(1_000 * (i % 3), a, i))
+        ids["b"].append(app.scheduler.run_after(10_000 + i, b, i))
+    app.start()
+    clock.advance(1_000)
+    app.wait_until_idle()
+    return ids
+
+
+def test_query_filters_and_order(app: App, filled: dict[str, list[str]]) -> None:
+    everything = app.scheduled_functions.query(limit=1000).items
+    assert len(everything) == 14
+    keys = [(d["scheduledTime"], everything.index(d)) for d in everything]
+    assert keys == sorted(keys)
+    pending = app.scheduled_functions.query(state="pending").items
+    assert {d["name"] for d in pending} == {"jobs:a", "jobs:b"}
+    assert len(pending) == 2 + 7  # the two a-jobs due at +2 s, and every b-job
+    by_name = app.scheduled_functions.query(name="jobs:a").items
+    assert [d["_id"] for d in by_name] == [
+        filled["a"][i] for i in (0, 3, 6, 1, 4, 2, 5)
+    ]  # by scheduledTime, then scheduling order (S13)
+    window = app.scheduled_functions.query(
+        scheduled_after_ms=T0 + 1_000, scheduled_before_ms=T0 + 10_002
+    ).items
+    assert [d["scheduledTime"] for d in window] == [float(T0 + 1_000)] * 2 + [
+        float(T0 + 2_000)
+    ] * 2 + [float(T0 + 10_000), float(T0 + 10_001)]
+    desc = app.scheduled_functions.query(order="desc", limit=2).items
+    assert [d["_id"] for d in desc] == [filled["b"][6], filled["b"][5]]
+
+
+def test_cursor_pagination_is_stable_while_jobs_are_added(
+    app: App, filled: dict[str, list[str]]
+) -> None:
+    seen: list[str] = []
+    page = app.scheduled_functions.query(limit=4)
+    seen += [d["_id"] for d in page.items]
+    app.scheduler.run_at(T0 - 5_000, "jobs:a", "late")  # sorts before the cursor: not listed
+    while page.cursor is not None:
+        page = app.scheduled_functions.query(limit=4, cursor=page.cursor)
+        seen += [d["_id"] for d in page.items]
+    assert len(seen) == len(set(seen)) == 14
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"state": "done"}, "state must be one of"),
+        ({"order": "up"}, "order must be 'asc' or 'desc'"),
+        ({"limit": 0}, "limit must be an int from 1 to 1000"),
+        ({"limit": True}, "limit must be an int"),
+        ({"cursor": "garbage!"}, "is not one this view returned"),
+        ({"scheduled_after_ms": "soon"}, "scheduled_after_ms must be a number"),
+    ],
+)
+def test_bad_queries_are_refused(app: App, kwargs, message: str) -> None:
+    with pytest.raises(InvalidQueryError, match=message):
+        app.scheduled_functions.query(**kwargs)
+
+
+def test_get_of_unknown_id_is_none(app: App) -> None:
+    assert app.scheduled_functions.get("no-such-id") is None
+
+
+def test_history_lists_every_event_with_its_data_s25_s29(app: App, clock: FakeClock) -> None:
+    @app.action(name="io:send")
+    def send(ctx, to: str) -> None:
+        del ctx, to
+
+    job = app.scheduler.run_after(30, send, "a@b.c")
+    app.start()
+    clock.advance(30)
+    app.wait_until_idle()
+    history = app.history(job)
+    assert [(e["type"], e["time"], e["version"]) for e in history] == [
+        ("Scheduled", float(T0), 1),
+        ("Started", float(T0 + 30), 2),
+        ("Completed", float(T0 + 30), 3),
+    ]
+    assert history[0]["name"] == "io:send"
+    assert history[0]["args"] == ["a@b.c"]
+    assert history[0]["scheduled_time_ms"] == T0 + 30
+    assert history[0]["parent_id"] is None
+    assert history[1]["node_id"] == app.node_id
+    assert history[2]["outcome"] == "success"
+    assert history[2]["error"] is None
+    with pytest.raises(LookupError):
+        app.history("unknown")
+
+
+def test_view_equals_the_fold_of_the_log_and_tracks_its_position_s26(
+    app: App, filled: dict[str, list[str]]
+) -> None:
+    assert app.store.view_recorder.position() == log_position(app)
+    rows: dict[str, dict] = {}
+    mapper = app.store.mapper
+    for n in app.store.recorder.select_notifications(start=1, limit=10_000):
+        change = change_for(mapper.to_domain_event(n), n.id)
+        if change is not None:
+            apply_to_rows(rows, change)
+    with sqlite3.connect(app.store_config.sqlite_dbname) as db:
+        db.row_factory = sqlite3.Row
+        table = {r["id"]: dict(r) for r in db.execute(f"SELECT * FROM {TABLE}")}  # noqa: S608
+    assert table == rows
+
+
+def test_events_written_without_the_view_are_folded_in_once_s26(
+    clock: FakeClock, sqlite_path
+) -> None:
+    app = App(store=f"sqlite://{sqlite_path}", clock=clock)
+
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+    first = app.scheduler.run_after(0, a)
+    second = app.scheduler.run_after(5, a)
+    app.save(Account("eve"))
+    app.close()
+    # Lose the view (as if written by an older version): the log is the truth.
+    with sqlite3.connect(sqlite_path) as db:
+        db.execute(f"DELETE FROM {TABLE}")  # noqa: S608
+        db.execute("DELETE FROM tracking WHERE application_name = ?", (VIEW_NAME,))
+    reopened = App(store=f"sqlite://{sqlite_path}", clock=clock)
+    reopened.action(name="jobs:a")(a)
+    try:
+        assert state(reopened, first) == "pending"
+        assert state(reopened, second) == "pending"
+        assert reopened.store.view_recorder.position() == log_position(reopened)
+        third = reopened.scheduler.run_after(0, a)  # the hook continues from the position
+        reopened.start()
+        clock.advance(5)
+        reopened.wait_until_idle()
+        assert {state(reopened, j) for j in (first, second, third)} == {"success"}
+        assert len(reopened.scheduled_functions.query().items) == 3
+    finally:
+        reopened.close()
+
+
+def test_memory_store_keeps_the_same_real_view() -> None:
+    clock = FakeClock(now_ms=T0)
+    app = App(store="memory://", clock=clock)
+
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+    try:
+        job = app.scheduler.run_after(0, a)
+        app.start()
+        app.wait_until_idle()
+        assert state(app, job) == "success"
+        other = App(store="memory://", clock=clock)
+        try:
+            assert other.scheduled_functions.get(job) is None  # each memory store is private
+        finally:
+            other.close()
+    finally:
+        app.close()
