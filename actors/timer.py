@@ -56,6 +56,8 @@ class JobSource(Protocol):
 class TimerActor(pykka.ThreadingActor):
     """Keeps the near future in a heap and hands due jobs to idle executors (S13)."""
 
+    use_daemon_thread = True  # an App left running must not pin the interpreter; see App
+
     def __init__(self, clock: Clock, source: JobSource) -> None:
         super().__init__()
         self._clock = clock

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import logging
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 import pykka
@@ -43,6 +45,16 @@ __all__ = ["App"]
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound="Callable[..., Any]")
+
+
+_RUNNING: weakref.WeakSet[App] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_running_apps() -> None:
+    """Stop, gracefully, every App still running at interpreter exit (actor threads are daemons)."""
+    for app in list(_RUNNING):
+        app.stop()
 
 
 class _Source:
@@ -199,6 +211,7 @@ class App:
             self._timer = timer
             self._watcher = LogWatcher(_Source(self), timer)
             self._watcher.start()
+            _RUNNING.add(self)
 
     def stop(self, timeout_s: float = 30) -> None:
         """Stop gracefully: no new starts; running functions get `timeout_s` to finish."""
@@ -208,6 +221,7 @@ class App:
             watcher, self._watcher = self._watcher, None
         if timer is None:
             return
+        _RUNNING.discard(self)
         if watcher is not None:
             watcher.stop()
         try:
