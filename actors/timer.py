@@ -41,13 +41,17 @@ HORIZON_MS = 60_000
 """How far ahead the window reaches."""
 WINDOW = 1_000
 """How many jobs one read of the index brings into the window at most."""
+_MAX_SEQ = 2**63 - 1
 
 
 class JobSource(Protocol):
     """Where the timer reads pending jobs and the log's position."""
 
-    def due(self, before_ms: int, limit: int) -> list[DueJob]:
-        """Return up to `limit` pending jobs due before `before_ms`, in start order."""
+    def due(self, before_ms: int, limit: int, after: tuple[int, int] | None = None) -> list[DueJob]:
+        """Return up to `limit` pending jobs due before `before_ms`, in start order.
+
+        With `after`, only jobs whose `(run_at, seq)` is greater (the next page of the index).
+        """
 
     def log_position(self) -> int:
         """Return the id of the last event in the store's log."""
@@ -66,8 +70,11 @@ class TimerActor(pykka.ThreadingActor):
         self._queued: set[str] = set()
         self._running: set[str] = set()
         self._idle: list[pykka.ActorRef[Any]] = []
-        self._horizon_end = 0  # 0: the window must be read before the next dispatch
-        self._truncated = False
+        # The window holds every pending job whose (run_at, seq) is <= _boundary; None means
+        # it must be read again from the start (at start-up, or when another process wrote).
+        self._boundary: tuple[int, int] | None = None
+        self._horizon_at = 0  # when the window must be read again from the start
+        self._truncated = False  # the last read hit WINDOW: more rows lie past _boundary
         self._log_position = -1
         self._armed_at: int | None = None
         self._wakeup: Wakeup | None = None
@@ -95,7 +102,7 @@ class TimerActor(pykka.ThreadingActor):
             case LogAdvanced(position):
                 if position != self._log_position:
                     self._log_position = position
-                    self._horizon_end = 0
+                    self._boundary = None
             case Settle(reply):
                 self._check_log()
                 self._settling.append(reply)
@@ -129,7 +136,7 @@ class TimerActor(pykka.ThreadingActor):
     def _push(self, job: DueJob) -> None:
         if job.job_id in self._queued or job.job_id in self._running:
             return
-        if job.run_at < self._horizon_end:
+        if self._boundary is not None and (job.run_at, job.seq) <= self._boundary:
             heapq.heappush(self._heap, job)
             self._queued.add(job.job_id)
 
@@ -137,12 +144,19 @@ class TimerActor(pykka.ThreadingActor):
         position = self._source.log_position()
         if position != self._log_position:
             self._log_position = position
-            self._horizon_end = 0
+            self._boundary = None
 
-    def _refill(self, now: int) -> None:
-        rows = self._source.due(now + HORIZON_MS, WINDOW)
+    def _read_window(self, now: int, *, restart: bool) -> None:
+        """Read the next rows of the due index into the heap (from the start if `restart`)."""
+        after = None if restart else self._boundary
+        rows = self._source.due(now + HORIZON_MS, WINDOW, after)
         self._truncated = len(rows) == WINDOW
-        self._horizon_end = rows[-1].run_at if self._truncated else now + HORIZON_MS
+        if self._truncated:
+            self._boundary = (rows[-1].run_at, rows[-1].seq)
+        else:
+            self._boundary = (now + HORIZON_MS, _MAX_SEQ)
+        if restart:
+            self._horizon_at = now + HORIZON_MS // 2
         for job in rows:
             self._push(job)
 
@@ -151,10 +165,10 @@ class TimerActor(pykka.ThreadingActor):
             return
         now = self._clock.now_ms()
         heap = self._heap
-        if now >= self._horizon_end or (
-            self._truncated and (not heap or heap[0].run_at >= self._horizon_end)
-        ):
-            self._refill(now)
+        if self._boundary is None or now >= self._horizon_at:
+            self._read_window(now, restart=True)
+        elif self._truncated and len(heap) < WINDOW // 4:
+            self._read_window(now, restart=False)
         while self._idle and heap and heap[0].run_at <= now:
             job = heapq.heappop(heap)
             self._queued.discard(job.job_id)
@@ -171,7 +185,7 @@ class TimerActor(pykka.ThreadingActor):
         elif self._truncated:
             return  # the window's last rows are running: their JobFinished will pump
         else:
-            deadline = self._horizon_end
+            deadline = self._horizon_at
         if self._armed_at == deadline:
             return
         self._disarm()

@@ -142,12 +142,16 @@ class ScheduledFunctions:
             params.append(value)
         return where, params
 
-    def due(self, before_ms: int, limit: int) -> list[DueJob]:
-        """Return up to `limit` pending jobs to run before `before_ms`, in start order (S13)."""
+    def due(self, before_ms: int, limit: int, after: tuple[int, int] | None = None) -> list[DueJob]:
+        """Return up to `limit` pending jobs to run before `before_ms`, in start order (S13).
+
+        With `after`, only the jobs whose `(run_at, seq)` is greater: the index's next page.
+        """
+        keyset = "" if after is None else " AND (run_at, seq) > (?, ?)"
         rows = self._rows(
-            f"SELECT id, run_at, seq FROM {TABLE} WHERE state = 'pending' AND run_at < ? "  # noqa: S608
-            "ORDER BY run_at, seq LIMIT ?",
-            [before_ms, limit],
+            f"SELECT id, run_at, seq FROM {TABLE} WHERE state = 'pending' AND run_at < ?"  # noqa: S608
+            f"{keyset} ORDER BY run_at, seq LIMIT ?",
+            [before_ms, *(after or ()), limit],
         )
         return [DueJob(r["run_at"], r["seq"], r["id"]) for r in rows]
 

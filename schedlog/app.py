@@ -63,8 +63,8 @@ class _Source:
     def __init__(self, app: App) -> None:
         self._app = app
 
-    def due(self, before_ms: int, limit: int) -> list[DueJob]:
-        return self._app.scheduled_functions.due(before_ms, limit)
+    def due(self, before_ms: int, limit: int, after: tuple[int, int] | None = None) -> list[DueJob]:
+        return self._app.scheduled_functions.due(before_ms, limit, after)
 
     def log_position(self) -> int:
         return self._app.store.recorder.max_notification_id() or 0

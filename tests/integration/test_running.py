@@ -323,3 +323,35 @@ def test_jobs_saved_by_another_app_on_the_store_run_s11b(
     finally:
         web.close()
         worker.close()
+
+
+def test_a_backlog_larger_than_the_timer_window_runs_in_order_s13(
+    clock: FakeClock, sqlite_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import schedlog.actors.timer as timer_module
+
+    monkeypatch.setattr(timer_module, "WINDOW", 4)  # the heap holds a few rows at a time
+    app = App(store=f"sqlite://{sqlite_path}", clock=clock, max_concurrency=1)
+    order: list[int] = []
+
+    @app.mutation(name="jobs:n")
+    def n(ctx, i: int) -> None:
+        order.append(i)
+
+    try:
+        expected = []
+        for i in range(23):
+            delay = (i * 7) % 5 * 100  # several jobs share each due time
+            expected.append((delay, i))
+            app.scheduler.run_after(delay, n, i)
+        far = app.scheduler.run_after(90_000, n, 99)  # beyond the horizon
+        app.start()
+        clock.advance(1_000)
+        app.wait_until_idle()
+        assert order == [i for _, i in sorted(expected)]
+        assert state(app, far) == "pending"
+        clock.advance(90_000)
+        app.wait_until_idle()
+        assert order[-1] == 99
+    finally:
+        app.close()
