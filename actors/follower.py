@@ -26,7 +26,10 @@ POLL_S = 0.025
 
 
 class LogWatcher:
-    """A daemon thread that tells the timer `LogAdvanced` whenever the log's position changes."""
+    """A daemon thread that tells the timer `LogAdvanced` whenever the log's position changes.
+
+    The timer then reads the new events itself, so the thread never decodes anything.
+    """
 
     def __init__(
         self, source: JobSource, timer: pykka.ActorRef[Any], poll_s: float = POLL_S

@@ -56,6 +56,12 @@ class JobSource(Protocol):
     def log_position(self) -> int:
         """Return the id of the last event in the store's log."""
 
+    def jobs_since(self, position: int) -> tuple[int, list[DueJob]]:
+        """Return the log's events after `position` that make a job due, and the new position.
+
+        Those are `Scheduled` and `Retried` events, from any process; one call reads a page.
+        """
+
 
 class TimerActor(pykka.ThreadingActor):
     """Keeps the near future in a heap and hands due jobs to idle executors (S13)."""
@@ -75,15 +81,16 @@ class TimerActor(pykka.ThreadingActor):
         self._boundary: tuple[int, int] | None = None
         self._horizon_at = 0  # when the window must be read again from the start
         self._truncated = False  # the last read hit WINDOW: more rows lie past _boundary
-        self._log_position = -1
+        self._log_position: int | None = None  # followed from start(); None: not yet
         self._armed_at: int | None = None
         self._wakeup: Wakeup | None = None
         self._settling: list[Future[None]] = []
         self._dispatching = True
 
     def add_executors(self, executors: list[pykka.ActorRef[Any]]) -> None:
-        """Take the executors this timer may hand jobs to (asked once, at start)."""
+        """Take the executors, and follow the log from here on (asked once, at start)."""
         self._idle.extend(executors)
+        self._log_position = self._source.log_position()  # the first window read covers before
         self._pump()
 
     def on_receive(self, message: Any) -> Any:
@@ -100,9 +107,8 @@ class TimerActor(pykka.ThreadingActor):
                 if retry is not None:
                     self._push(retry)
             case LogAdvanced(position):
-                if position != self._log_position:
-                    self._log_position = position
-                    self._boundary = None
+                if self._log_position is not None and position > self._log_position:
+                    self._follow_log()
             case Settle(reply):
                 self._check_log()
                 self._settling.append(reply)
@@ -141,10 +147,19 @@ class TimerActor(pykka.ThreadingActor):
             self._queued.add(job.job_id)
 
     def _check_log(self) -> None:
-        position = self._source.log_position()
-        if position != self._log_position:
+        if self._log_position is not None:
+            self._follow_log()
+
+    def _follow_log(self) -> None:
+        """Push the jobs that other processes (or this one) made due since the last look."""
+        assert self._log_position is not None  # noqa: S101
+        while True:
+            position, jobs = self._source.jobs_since(self._log_position)
+            for job in jobs:
+                self._push(job)
+            if position == self._log_position:
+                return
             self._log_position = position
-            self._boundary = None
 
     def _read_window(self, now: int, *, restart: bool) -> None:
         """Read the next rows of the due index into the heap (from the start if `restart`)."""

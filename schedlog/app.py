@@ -69,6 +69,9 @@ class _Source:
     def log_position(self) -> int:
         return self._app.store.recorder.max_notification_id() or 0
 
+    def jobs_since(self, position: int) -> tuple[int, list[DueJob]]:
+        return self._app.store.jobs_since(position)
+
 
 class App:
     """A schedlog application: a store, registered functions, and the actor runtime.

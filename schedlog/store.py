@@ -14,6 +14,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.utils import get_topic
 
 from schedlog.errors import ConfigurationError, ConflictError, StoreError
 from schedlog.events import ScheduledFunction
@@ -23,6 +24,9 @@ from schedlog.projections.view import VIEW_EVENTS, ViewRecorder
 __all__ = ["DEFAULT_STORE", "JobStore", "StoreConfig", "open_store", "parse_store_url"]
 
 DEFAULT_STORE = "sqlite://schedlog.db"
+_DUE_TOPICS = frozenset(
+    get_topic(cls) for cls in (ScheduledFunction.Scheduled, ScheduledFunction.Retried)
+)
 LOCK_TIMEOUT_S = 30
 
 
@@ -98,6 +102,22 @@ class JobStore(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return job if isinstance(job, ScheduledFunction) else None
+
+    def jobs_since(self, position: int, limit: int = 1000) -> tuple[int, list[DueJob]]:
+        """Return the jobs made due by events after `position` (any writer) and the new position."""
+        notifications = self.recorder.select_notifications(
+            start=position, limit=limit, inclusive_of_start=False
+        )
+        jobs = []
+        for n in notifications:
+            if n.topic not in _DUE_TOPICS:
+                continue
+            event: object = self.mapper.to_domain_event(n)
+            if isinstance(event, ScheduledFunction.Scheduled):
+                jobs.append(DueJob(event.scheduled_time_ms, n.id, str(event.originator_id)))
+            elif isinstance(event, ScheduledFunction.Retried):
+                jobs.append(DueJob(event.next_run_ms, n.id, str(event.originator_id)))
+        return (notifications[-1].id if notifications else position), jobs
 
     def due_jobs_of(self, recordings: Any) -> list[DueJob]:
         """Return the pending jobs that a save's recordings created, for the timer."""
