@@ -131,18 +131,21 @@ class ScheduledFunction(Aggregate):
         self._retried(at_ms=at_ms, attempt=self.attempt, error=error, next_run_ms=next_run_ms)
 
     def complete(self, outcome: Outcome, at_ms: int, error: str | None = None) -> None:
-        """Record the outcome of the attempt in progress."""
+        """Record the outcome of the attempt in progress; a failure carries its error (S1)."""
+        if outcome is Outcome.FAILED and not error:
+            msg = f"job {self.job_id}: a failed outcome needs its error"
+            raise ValueError(msg)
         next_state(
             self.job_id,
             self.state,
             Command.COMPLETE,
             outcome=outcome,
-            started=self.started_at_ms is not None,
+            started=self.started_at_ms is not None and self.outcome is None,
         )
         self._completed(at_ms=at_ms, outcome=outcome.value, error=error)
 
     def cancel(self, at_ms: int) -> None:
-        """Cancel a pending or running job; see `cancel_is_noop` for finished ones (S23)."""
+        """Cancel a pending or running job (a finished one raises; callers skip those, S23)."""
         next_state(self.job_id, self.state, Command.CANCEL)
         self._canceled(at_ms=at_ms)
 

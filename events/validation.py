@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_MAX_DEPTH = 250
+"""How deep lists and dicts may nest in one argument: orjson refuses 255 levels in all."""
 
 
 def _check_skew(due_ms: int, now_ms: int, field: str, value: object) -> int:
@@ -103,8 +105,14 @@ def due_time_at(when: object, now_ms: int) -> int:
     )
 
 
-def _copy(value: object, path: str) -> object:
+def _copy(value: object, path: str, depth: int = 0) -> object:  # noqa: C901 - one case per type
     """Return a copy of `value` made only of the types S9 allows, or raise naming `path`."""
+    if depth > _MAX_DEPTH:
+        raise ArgsNotSerializableError(
+            f"{path} nests lists or dicts more than {_MAX_DEPTH} levels deep (or contains itself)",
+            field=path,
+            value=None,
+        )
     if value is None or isinstance(value, (str, bool, uuid.UUID, dt.datetime)):
         return value
     if isinstance(value, int):
@@ -120,7 +128,7 @@ def _copy(value: object, path: str) -> object:
             )
         return value
     if isinstance(value, list):
-        return [_copy(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return [_copy(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, dict):
         copied: dict[str, object] = {}
         for key, item in value.items():
@@ -128,7 +136,7 @@ def _copy(value: object, path: str) -> object:
                 raise ArgsNotSerializableError(
                     f"{path} has a key that is not a str: {key!r}", field=path, value=value
                 )
-            copied[key] = _copy(item, f"{path}[{key!r}]")
+            copied[key] = _copy(item, f"{path}[{key!r}]", depth + 1)
         return copied
     hint = " (it would come back as a list; pass a list)" if isinstance(value, tuple) else ""
     raise ArgsNotSerializableError(

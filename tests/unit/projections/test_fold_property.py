@@ -1,0 +1,193 @@
+"""Properties: random command sequences keep the transition table, and the fold matches (S1, S25).
+
+Each example drives one aggregate through random commands (refused ones are skipped) and
+checks after every step that folding its events with `change_for` + `apply_to_rows` gives a row
+whose state, completed time and attempt match the aggregate's, that replay rebuilds it, and that
+a terminal state never changes (the one documented exception: a canceled job that had started
+may still record its completion, which changes nothing, S21).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schedlog.events import (
+    FunctionKind,
+    InvalidTransitionError,
+    JobState,
+    Outcome,
+    ScheduledFunction,
+)
+from schedlog.events.values import TERMINAL_STATES
+from schedlog.projections.rows import apply_to_rows, change_for, to_document
+
+T0 = 1_800_000_000_000
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,  # unit tests write nothing to disk
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+COMMANDS = ("start", "retry", "cancel", "success", "failed")
+
+
+@dataclass(frozen=True)
+class Step:
+    command: str
+    gap_ms: int
+
+
+steps = st.lists(
+    st.builds(Step, st.sampled_from(COMMANDS), st.integers(min_value=0, max_value=10_000)),
+    max_size=15,
+)
+kinds = st.sampled_from(list(FunctionKind))
+
+
+def _apply(job: ScheduledFunction, step: Step, now: int) -> None:
+    match step.command:
+        case "start":
+            job.start("node-a", at_ms=now)
+        case "retry":
+            job.retry(at_ms=now, error=f"conflict at {now}", next_run_ms=now + 100)
+        case "cancel":
+            job.cancel(at_ms=now)
+        case "success":
+            job.complete(Outcome.SUCCESS, at_ms=now)
+        case "failed":
+            job.complete(Outcome.FAILED, at_ms=now, error=f"boom at {now}")
+
+
+def _fold(events: list[Any]) -> dict[str, dict[str, Any]]:
+    rows: dict[str, dict[str, Any]] = {}
+    for seq, e in enumerate(events, start=1):
+        change = change_for(e, seq)
+        assert change is not None
+        apply_to_rows(rows, change)
+    return rows
+
+
+def _snapshot(job: ScheduledFunction) -> tuple[Any, ...]:
+    return (job.state, job.completed_time_ms, job.attempt, job.version)
+
+
+def _check_transition(
+    job: ScheduledFunction, command: str, before: tuple[Any, ...], *, was_started: bool, now: int
+) -> None:
+    """The accepted command fits the transition table (S1, S15, S20, S21)."""
+    state_before = before[0]
+    if state_before in TERMINAL_STATES:
+        # Only a started, canceled job may still record a completion; it changes nothing.
+        assert state_before is JobState.CANCELED
+        assert command in {"success", "failed"}
+        assert was_started
+        assert (job.state, job.completed_time_ms) == before[:2]
+    elif command in {"start", "retry"}:
+        assert state_before is JobState.PENDING
+        assert job.state is (JobState.IN_PROGRESS if command == "start" else JobState.PENDING)
+    elif command == "cancel":
+        assert job.state is JobState.CANCELED
+        assert job.completed_time_ms == now
+    else:
+        assert state_before is JobState.IN_PROGRESS
+        assert job.state.value == command
+        assert job.completed_time_ms == now
+
+
+def _check_view(job: ScheduledFunction, log: list[Any], retries: int) -> None:
+    """The view folded from the whole log so far matches the aggregate (S1, S2, S25)."""
+    rows = _fold(log)
+    assert list(rows) == [job.job_id]
+    row = rows[job.job_id]
+    assert row["state"] == job.state.value
+    assert row["completed_time"] == job.completed_time_ms
+    assert row["attempt"] == job.attempt == 1 + retries
+    assert row["scheduled_time"] == T0 + 1_000  # S2
+    assert row["run_at"] == job.next_run_ms
+    assert row["version"] == job.version == len(log)
+    doc = to_document(row)
+    assert doc["state"]["kind"] == job.state.value
+    assert ("completedTime" in doc) == job.is_terminal
+    assert ("error" in doc["state"]) == (job.state is JobState.FAILED)
+    if job.state is JobState.FAILED:
+        assert doc["state"]["error"] == job.error
+
+
+@SETTINGS
+@given(kind=kinds, script=steps)
+def test_s1_s25_folding_the_log_matches_the_aggregate(kind: FunctionKind, script: list[Step]):
+    job = ScheduledFunction.schedule(
+        name="m:f",
+        kind=kind,
+        args=[1, "a"],
+        kwargs={},
+        scheduled_time_ms=T0 + 1_000,
+        creation_time_ms=T0,
+    )
+    log: list[Any] = list(job.collect_events())
+    now = T0
+    retries = 0
+    was_started = False
+
+    for step in script:
+        now += step.gap_ms
+        before = _snapshot(job)
+        refused: InvalidTransitionError | None = None
+        try:
+            _apply(job, step, now)
+        except InvalidTransitionError as e:
+            refused = e
+        if refused is not None:
+            # A refused command appends nothing, changes nothing, and names the state.
+            assert job.collect_events() == []
+            assert _snapshot(job) == before
+            assert refused.state == before[0].value
+            continue
+        (new_event,) = job.collect_events()  # exactly one event per accepted command
+        log.append(new_event)
+        retries += step.command == "retry"
+        _check_transition(job, step.command, before, was_started=was_started, now=now)
+        was_started = was_started or step.command == "start"
+        _check_view(job, log, retries)
+
+    # Replay of the whole log rebuilds the same aggregate.
+    rebuilt = None
+    for e in log:
+        rebuilt = e.mutate(rebuilt)
+    assert rebuilt == job
+
+
+@SETTINGS
+@given(kind=kinds, script=steps)
+def test_s1_once_terminal_the_view_never_changes_its_outcome(
+    kind: FunctionKind, script: list[Step]
+) -> None:
+    job = ScheduledFunction.schedule(
+        name="m:f",
+        kind=kind,
+        args=[],
+        kwargs={},
+        scheduled_time_ms=T0,
+        creation_time_ms=T0,
+    )
+    now = T0
+    first_terminal: tuple[str, int | None] | None = None
+    for step in script:
+        now += step.gap_ms + 1
+        with contextlib.suppress(InvalidTransitionError):
+            _apply(job, step, now)
+        if job.is_terminal and first_terminal is None:
+            first_terminal = (job.state.value, job.completed_time_ms)
+    rows = _fold(list(job.collect_events()))
+    row = rows[job.job_id]
+    if first_terminal is None:
+        assert row["state"] in {"pending", "inProgress"}
+        assert row["completed_time"] is None
+    else:
+        assert (row["state"], row["completed_time"]) == first_terminal
