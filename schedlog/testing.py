@@ -30,6 +30,11 @@ class FakeClock:
 
     Each wake-up fires with the clock at its own deadline, one after another, as trio's `jump`.
     Wake-ups asked for at or before the current time fire at once, in the caller's thread.
+
+    The runtime's timer handles a wake-up on its own thread, after `advance` has returned, so
+    it reads the clock where `advance` left it: after `advance(100)` a job due at +10 records
+    `Started` at +100. To see each job start at its own due time, advance to each due time in
+    turn and call `app.wait_until_idle()` in between.
     """
 
     def __init__(self, now_ms: int = 1_800_000_000_000) -> None:
