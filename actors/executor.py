@@ -2,12 +2,15 @@
 
 `JobRunner` holds the claim/commit path; `ExecutorActor` is one slot that runs one job at a time
 on its own thread, so `max_concurrency` executors bound how many functions run at once (S13).
+Store errors are sorted by `retry.classify`: a conflict or a transient error is retried after a
+backoff (S15), a permanent one fails the job (S16); an accepted job is never dropped.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -15,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pykka
 
 from schedlog.actors.messages import JobFinished, RunJob
+from schedlog.actors.retry import Fault, backoff_ms, classify
 from schedlog.events import ConflictError, FunctionKind, JobState, Outcome, ScheduledFunction
 from schedlog.projections.queries import DueJob
 
@@ -24,18 +28,12 @@ if TYPE_CHECKING:
 
     from schedlog.actors.ports import Clock
 
-__all__ = ["ExecutionHost", "ExecutorActor", "Invocation", "JobRunner", "conflict_backoff_ms"]
+__all__ = ["ExecutionHost", "ExecutorActor", "Invocation", "JobRunner", "describe_error"]
 
 log = logging.getLogger(__name__)
 
-CONFLICT_BASE_MS = 100
-CONFLICT_CAP_MS = 60_000
-
-
-def conflict_backoff_ms(attempt: int, rng: random.Random) -> int:
-    """Return a full-jitter delay after the `attempt`-th conflict: up to min(100 ms x 2^n, 60 s)."""
-    ceiling = min(CONFLICT_BASE_MS * 2 ** min(attempt, 20), CONFLICT_CAP_MS)
-    return rng.randint(0, ceiling)
+DEFAULT_LEASE_MS = 30_000
+"""How long an action's claim lasts unless its node is seen alive (S19)."""
 
 
 def describe_error(error: BaseException) -> str:
@@ -57,6 +55,7 @@ class ExecutionHost(Protocol):
 
     clock: Clock
     node_id: str
+    lease_ms: int
 
     def load_job(self, job_id: str) -> ScheduledFunction | None:
         """Return the job's aggregate, freshly read, or None if it does not exist."""
@@ -73,6 +72,9 @@ class ExecutionHost(Protocol):
     def invoke(self, job: ScheduledFunction, now_ms: int) -> Invocation:
         """Run the job's function with a fresh context; never raises for the function's errors."""
 
+    def backing_off(self, job_id: str, until_ms: int) -> None:
+        """Tell the timer that `job_id`'s executor waits for the store until `until_ms`."""
+
 
 class JobRunner:
     """Runs one job to the end of one attempt on behalf of an executor."""
@@ -80,18 +82,25 @@ class JobRunner:
     def __init__(self, host: ExecutionHost, rng: random.Random | None = None) -> None:
         self._host = host
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self.closing = threading.Event()
 
     def run(self, job_id: str) -> DueJob | None:
-        """Run `job_id` if it is still pending; return when to retry it, if it must be."""
+        """Run `job_id` if it is pending and due; return when to try it again, if it must be."""
         job = self._host.load_job(job_id)
         if job is None or job.state is not JobState.PENDING:
             return None  # finished, canceled or claimed meanwhile
+        if job.next_run_ms > self._host.clock.now_ms():
+            return DueJob(job.next_run_ms, 0, job_id)  # a stale entry: a retry moved it later
         # S8: looked up again when it runs; `invoke` fails a function no longer registered.
         kind = self._host.kind_of(job.name) or job.kind
         if kind is FunctionKind.MUTATION:
             return self._run_mutation(job)
-        self._run_action(job)
-        return None
+        return self._run_action(job)
+
+    def later(self, job_id: str, fault: Fault, attempt: int) -> DueJob:
+        """Return when to try `job_id` again after a `fault` (used when nothing could be saved)."""
+        delay = backoff_ms(fault, attempt, self._rng)
+        return DueJob(self._host.clock.now_ms() + delay, 0, job_id)
 
     def _run_mutation(self, job: ScheduledFunction) -> DueJob | None:
         # 1. Run the function against a context that only stages its writes.
@@ -109,61 +118,119 @@ class JobRunner:
             objs = (job,)
         try:
             self._host.save(*objs)
-        except ConflictError as conflict:
-            # 3. Someone else moved first: a cancel, another node, or a concurrent write to
-            #    an aggregate the mutation read. Retry unless the job is no longer pending (S15).
-            return self._retry(job.job_id, conflict)
+        except Exception as error:
+            fault = classify(error)
+            if fault is Fault.PERMANENT:
+                # 3a. The commit itself cannot succeed (say, an aggregate whose event cannot
+                #     be encoded): the mutation fails with that error, its writes dropped (S16).
+                return self._fail_alone(job.job_id, started, error)
+            # 3b. A cancel, another node, a concurrent write to an aggregate it read, or a
+            #     store that is unavailable for now: retry unless no longer pending (S15).
+            return self._retry(job.job_id, error, fault)
         return None
 
-    def _retry(self, job_id: str, error: BaseException) -> DueJob | None:
+    def _fail_alone(self, job_id: str, started: int, error: BaseException) -> DueJob | None:
+        log.error("job %s: its commit failed for good", job_id, exc_info=error)
         while True:
             job = self._host.load_job(job_id)
             if job is None or job.state is not JobState.PENDING:
                 return None
+            job.start(self._host.node_id, started)
+            job.complete(Outcome.FAILED, self._host.clock.now_ms(), describe_error(error))
+            try:
+                self._host.save(job)
+            except ConflictError:
+                continue
+            except Exception as again:
+                if classify(again) is Fault.TRANSIENT:
+                    return self.later(job_id, Fault.TRANSIENT, job.attempt)
+                log.exception("job %s: cannot record its failure", job_id)
+                return None
+            return None
+
+    def _retry(self, job_id: str, error: BaseException, fault: Fault) -> DueJob | None:
+        while True:
+            job = self._host.load_job(job_id)
+            if job is None or job.state is not JobState.PENDING:
+                return None  # another node committed it, or a cancel landed (S15, S22)
             now = self._host.clock.now_ms()
-            next_run = now + conflict_backoff_ms(job.attempt, self._rng)
+            next_run = now + backoff_ms(fault, job.attempt, self._rng)
             job.retry(at_ms=now, error=describe_error(error), next_run_ms=next_run)
             try:
                 self._host.save(job)
             except ConflictError:
                 continue  # the job itself changed; look again
-            log.info("job %s conflicted; retry at %d", job_id, next_run, extra={"job_id": job_id})
+            except Exception:
+                log.warning("job %s: cannot record the retry; retrying anyway", job_id)
+            log.info("job %s: %s; retry at %d", job_id, fault.value, next_run)
             return DueJob(next_run, 0, job_id)
 
-    def _run_action(self, job: ScheduledFunction) -> None:
-        # 1. Claim: Started is saved before the function runs (S17). A lost claim means
-        #    another node started it or a cancel landed; either way it is not ours.
+    def _run_action(self, job: ScheduledFunction) -> DueJob | None:
+        # 1. Claim: Started, with this node and a lease, is saved before the function runs
+        #    (S17). A lost claim means another node started it or a cancel landed.
         now = self._host.clock.now_ms()
-        job.start(self._host.node_id, now)
+        job.start(self._host.node_id, now, now + self._host.lease_ms)
         try:
             self._host.save(job)
         except ConflictError:
-            return
+            return None
+        except Exception as error:
+            fault = classify(error)
+            if fault is Fault.PERMANENT:
+                raise
+            return self.later(job.job_id, fault, job.attempt)  # not run yet: claim again later
         # 2. Run; its scheduling calls and run_mutation calls take effect at once (S18).
         result = self._host.invoke(job, now)
         # 3. Record the outcome; after a cancel it is kept for the audit only (S21).
         outcome = Outcome.SUCCESS if result.error is None else Outcome.FAILED
         job.complete(outcome, self._host.clock.now_ms(), result.error)
         self._save_outcome(job)
+        return None
 
     def _save_outcome(self, job: ScheduledFunction) -> None:
-        """Save a completion, re-reading the job if a cancel got in between."""
-        pending = list(job.pending_events)
+        """Save an action's completion, through cancels and store outages, until it lands."""
+        completed = job.pending_events[-1]
+        assert isinstance(completed, ScheduledFunction.Completed)  # noqa: S101
+        failures = 0
         while True:
             try:
                 self._host.save(job)
             except ConflictError:
-                fresh = self._host.load_job(job.job_id)
-                if fresh is None or fresh.state not in (JobState.IN_PROGRESS, JobState.CANCELED):
+                pass
+            except Exception as error:
+                if classify(error) is not Fault.TRANSIENT:
+                    log.exception("job %s: its outcome cannot be saved", job.job_id)
+                    return  # left in progress: recovery fails it once its lease runs out
+                failures += 1
+                delay = backoff_ms(Fault.TRANSIENT, failures, self._rng)
+                log.warning("job %s: cannot save its outcome; again in %d ms", job.job_id, delay)
+                if not self._pause(job.job_id, delay):
                     return
-                if fresh.state is JobState.CANCELED and fresh.outcome is not None:
-                    return
-                completed = pending[-1]
-                assert isinstance(completed, ScheduledFunction.Completed)  # noqa: S101
-                fresh.complete(Outcome(completed.outcome), completed.at_ms, completed.error)
-                job = fresh
             else:
                 return
+            try:
+                fresh = self._host.load_job(job.job_id)
+            except Exception:
+                log.warning("job %s: cannot re-read it; saving again", job.job_id, exc_info=True)
+                continue
+            if fresh is None or fresh.state not in (JobState.IN_PROGRESS, JobState.CANCELED):
+                return
+            if fresh.state is JobState.CANCELED and fresh.outcome is not None:
+                return
+            fresh.complete(Outcome(completed.outcome), completed.at_ms, completed.error)
+            job = fresh
+
+    def _pause(self, job_id: str, ms: int) -> bool:
+        """Wait `ms` on the injected clock; False if the runtime is closing meanwhile."""
+        woken = threading.Event()
+        until = self._host.clock.now_ms() + ms
+        self._host.backing_off(job_id, until)
+        wakeup = self._host.clock.wake_at(until, woken.set)
+        while not woken.wait(0.1):
+            if self.closing.is_set():
+                wakeup.cancel()
+                return False
+        return True
 
 
 class ExecutorActor(pykka.ThreadingActor):
@@ -177,17 +244,19 @@ class ExecutorActor(pykka.ThreadingActor):
         self._timer = timer
 
     def on_receive(self, message: Any) -> Any:
-        """Run a `RunJob`, then tell the timer the slot is free."""
+        """Run a `RunJob`, then tell the timer the slot is free (and when to retry, if need be)."""
         match message:
             case RunJob(job_id):
-                retry: DueJob | None = None
+                retry: DueJob | None
                 try:
                     retry = self._runner.run(job_id)
-                except Exception:
-                    # The store failed past what the runner handles. The job keeps its
-                    # durable state (a mutation stays pending) and is picked up again later.
-                    log.exception(
-                        "executor: job %s failed to run", job_id, extra={"job_id": job_id}
+                except Exception as error:
+                    # The store failed where the runner could not record anything. The job
+                    # keeps its durable state (pending); try it again after a backoff.
+                    log.exception("executor: job %s could not run", job_id)
+                    fault = classify(error)
+                    retry = self._runner.later(
+                        job_id, Fault.TRANSIENT if fault is Fault.PERMANENT else fault, 1
                     )
                 self._timer.tell(JobFinished(job_id, self.actor_ref, retry))
             case _:

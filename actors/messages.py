@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from schedlog.projections.queries import DueJob
 
 __all__ = [
+    "BackingOff",
     "JobFinished",
     "JobsScheduled",
     "LogAdvanced",
@@ -56,6 +57,18 @@ class JobFinished:
     job_id: str
     executor: pykka.ActorRef[Any]
     retry: DueJob | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackingOff:
+    """An executor waits until `until_ms` before trying to save a job's outcome again.
+
+    Until then the job does not count as running for `Settle`: a test on a fake clock must
+    move time past `until_ms` for the executor to go on.
+    """
+
+    job_id: str
+    until_ms: int
 
 
 @dataclass(frozen=True, slots=True)

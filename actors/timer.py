@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pykka
 
 from schedlog.actors.messages import (
+    BackingOff,
     JobFinished,
     JobsScheduled,
     LogAdvanced,
@@ -42,6 +43,8 @@ HORIZON_MS = 60_000
 WINDOW = 1_000
 """How many jobs one read of the index brings into the window at most."""
 _MAX_SEQ = 2**63 - 1
+READ_RETRY_MS = 250
+READ_RETRY_CAP_MS = 30_000
 
 
 class JobSource(Protocol):
@@ -75,12 +78,15 @@ class TimerActor(pykka.ThreadingActor):
         self._heap: list[DueJob] = []
         self._queued: set[str] = set()
         self._running: set[str] = set()
+        self._backing_off: dict[str, int] = {}  # running jobs waiting out a store outage
         self._idle: list[pykka.ActorRef[Any]] = []
         # The window holds every pending job whose (run_at, seq) is <= _boundary; None means
         # it must be read again from the start (at start-up, or when another process wrote).
         self._boundary: tuple[int, int] | None = None
         self._horizon_at = 0  # when the window must be read again from the start
         self._truncated = False  # the last read hit WINDOW: more rows lie past _boundary
+        self._read_failures = 0
+        self._retry_at = 0
         self._log_position: int | None = None  # followed from start(); None: not yet
         self._armed_at: int | None = None
         self._wakeup: Wakeup | None = None
@@ -101,11 +107,10 @@ class TimerActor(pykka.ThreadingActor):
                     self._push(job)
             case Wake():
                 self._armed_at = None
+            case BackingOff(job_id, until_ms):
+                self._backing_off[job_id] = until_ms
             case JobFinished(job_id, executor, retry):
-                self._running.discard(job_id)
-                self._idle.append(executor)
-                if retry is not None:
-                    self._push(retry)
+                self._finished(job_id, executor, retry)
             case LogAdvanced(position):
                 if self._log_position is not None and position > self._log_position:
                     self._follow_log()
@@ -139,6 +144,13 @@ class TimerActor(pykka.ThreadingActor):
 
     # Internals.
 
+    def _finished(self, job_id: str, executor: pykka.ActorRef[Any], retry: DueJob | None) -> None:
+        self._running.discard(job_id)
+        self._backing_off.pop(job_id, None)
+        self._idle.append(executor)
+        if retry is not None:
+            self._push(retry)
+
     def _push(self, job: DueJob) -> None:
         if job.job_id in self._queued or job.job_id in self._running:
             return
@@ -154,7 +166,11 @@ class TimerActor(pykka.ThreadingActor):
         """Push the jobs that other processes (or this one) made due since the last look."""
         assert self._log_position is not None  # noqa: S101
         while True:
-            position, jobs = self._source.jobs_since(self._log_position)
+            try:
+                position, jobs = self._source.jobs_since(self._log_position)
+            except Exception:
+                log.warning("timer: cannot follow the log; will try again", exc_info=True)
+                return
             for job in jobs:
                 self._push(job)
             if position == self._log_position:
@@ -172,6 +188,14 @@ class TimerActor(pykka.ThreadingActor):
             self._boundary = (now + HORIZON_MS, _MAX_SEQ)
         if restart:
             self._horizon_at = now + HORIZON_MS // 2
+            # The boundary may have moved down (more rows due than fit): forget what lies
+            # past it, or jobs saved later in between would be skipped by `_push`.
+            boundary = self._boundary
+            kept = [j for j in self._heap if (j.run_at, j.seq) <= boundary]
+            if len(kept) != len(self._heap):
+                self._heap[:] = kept
+                heapq.heapify(self._heap)
+                self._queued = {j.job_id for j in kept}
         for job in rows:
             self._push(job)
 
@@ -180,10 +204,20 @@ class TimerActor(pykka.ThreadingActor):
             return
         now = self._clock.now_ms()
         heap = self._heap
-        if self._boundary is None or now >= self._horizon_at:
-            self._read_window(now, restart=True)
-        elif self._truncated and len(heap) < WINDOW // 4:
-            self._read_window(now, restart=False)
+        try:
+            if self._boundary is None or now >= self._horizon_at:
+                self._read_window(now, restart=True)
+            elif self._truncated and len(heap) < WINDOW // 4:
+                self._read_window(now, restart=False)
+        except Exception:
+            # The store is unavailable: keep what is queued, read again after a backoff.
+            self._read_failures += 1
+            delay = min(READ_RETRY_MS * 2 ** min(self._read_failures, 10), READ_RETRY_CAP_MS)
+            log.warning("timer: cannot read the due index; again in %d ms", delay, exc_info=True)
+            self._boundary = None
+            self._retry_at = now + delay
+        else:
+            self._read_failures = 0
         while self._idle and heap and heap[0].run_at <= now:
             job = heapq.heappop(heap)
             self._queued.discard(job.job_id)
@@ -193,7 +227,9 @@ class TimerActor(pykka.ThreadingActor):
         self._settle(now)
 
     def _arm(self, now: int) -> None:
-        if self._heap:
+        if self._boundary is None:
+            deadline = self._retry_at  # the last read failed
+        elif self._heap:
             deadline = self._heap[0].run_at
             if deadline <= now:
                 return  # due but no idle executor: a JobFinished will pump
@@ -220,10 +256,11 @@ class TimerActor(pykka.ThreadingActor):
         self._armed_at = None
 
     def _settle(self, now: int) -> None:
-        if not self._settling:
-            return
+        if not self._settling or self._boundary is None:
+            return  # idle cannot be known while the due index cannot be read
         due_waiting = bool(self._heap) and self._heap[0].run_at <= now
-        if due_waiting or self._running:
+        busy = any(self._backing_off.get(job_id, now) >= now for job_id in self._running)
+        if due_waiting or busy:
             return
         for reply in self._settling:
             reply.set_result(None)

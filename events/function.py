@@ -32,11 +32,16 @@ class ScheduledFunction(Aggregate):
         parent_id: str | None
 
     class Started(Aggregate.Event):
-        """An attempt began on a node (for a mutation, saved with its outcome)."""
+        """An attempt began on a node (for a mutation, saved with its outcome).
+
+        An action's `lease_until_ms` is when its node's claim runs out unless the node is
+        still alive (S19); a mutation has none (it commits, or leaves nothing).
+        """
 
         at_ms: int
         node_id: str
         attempt: int
+        lease_until_ms: int | None
 
     class Retried(Aggregate.Event):
         """An attempt hit a transient error; the job runs again at `next_run_ms` (S15)."""
@@ -81,6 +86,7 @@ class ScheduledFunction(Aggregate):
         self.next_run_ms = scheduled_time_ms
         self.node_id: str | None = None
         self.started_at_ms: int | None = None
+        self.lease_until_ms: int | None = None
         self.completed_time_ms: int | None = None
         self.outcome: Outcome | None = None
         self.error: str | None = None
@@ -120,10 +126,12 @@ class ScheduledFunction(Aggregate):
 
     # Commands: check, then trigger the event.
 
-    def start(self, node_id: str, at_ms: int) -> None:
+    def start(self, node_id: str, at_ms: int, lease_until_ms: int | None = None) -> None:
         """Begin an attempt on `node_id` (the claim, S14 / S17)."""
         next_state(self.job_id, self.state, Command.START)
-        self._started(at_ms=at_ms, node_id=node_id, attempt=self.attempt)
+        self._started(
+            at_ms=at_ms, node_id=node_id, attempt=self.attempt, lease_until_ms=lease_until_ms
+        )
 
     def retry(self, *, at_ms: int, error: str, next_run_ms: int) -> None:
         """Record a transient failure of the current attempt; run again at `next_run_ms`."""
@@ -152,11 +160,12 @@ class ScheduledFunction(Aggregate):
     # Mutators: assign only.
 
     @event(Started)
-    def _started(self, at_ms: int, node_id: str, attempt: int) -> None:
+    def _started(self, at_ms: int, node_id: str, attempt: int, lease_until_ms: int | None) -> None:
         self.state = JobState.IN_PROGRESS
         self.node_id = node_id
         self.started_at_ms = at_ms
         self.attempt = attempt
+        self.lease_until_ms = lease_until_ms
 
     @event(Retried)
     def _retried(self, at_ms: int, attempt: int, error: str, next_run_ms: int) -> None:

@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+_RESERVED_KEYS = frozenset({"_type_", "_data_"})
 _MAX_DEPTH = 250
 """How deep lists and dicts may nest in one argument: orjson refuses 255 levels in all."""
 
@@ -51,7 +52,8 @@ def due_time_after(delay_ms: object, now_ms: int) -> int:
     A fractional millisecond rounds up, so a job never fires early.
     """
     if isinstance(delay_ms, dt.timedelta):
-        delay = delay_ms.total_seconds() * 1000
+        micros = delay_ms // dt.timedelta(microseconds=1)  # exact: no float rounding
+        delay: float = -(-micros // 1000)
     elif isinstance(delay_ms, (int, float)) and not isinstance(delay_ms, bool):
         delay = delay_ms
     else:
@@ -130,6 +132,13 @@ def _copy(value: object, path: str, depth: int = 0) -> object:  # noqa: C901 - o
     if isinstance(value, list):
         return [_copy(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, dict):
+        if set(value) == _RESERVED_KEYS:
+            raise ArgsNotSerializableError(
+                f"{path} is a dict with exactly the keys '_type_' and '_data_', which the "
+                "event store reserves for its own tags; add or rename a key",
+                field=path,
+                value=value,
+            )
         copied: dict[str, object] = {}
         for key, item in value.items():
             if not isinstance(key, str):
@@ -151,9 +160,24 @@ def check_args(
     args: Sequence[object], kwargs: Mapping[str, object]
 ) -> tuple[list[object], dict[str, object], int]:
     """Validate and copy a call's arguments (S9); return them with their encoded size (S10)."""
-    copied_args = [_copy(a, f"argument {i + 1} (args[{i}])") for i, a in enumerate(args)]
+    paths = [f"argument {i + 1} (args[{i}])" for i in range(len(args))]
+    copied_args = [_copy(a, path) for a, path in zip(args, paths, strict=True)]
     copied_kwargs = {k: _copy(v, f"keyword argument {k!r}") for k, v in kwargs.items()}
-    size = encoded_size(copied_args) + encoded_size(copied_kwargs)
+    try:
+        size = encoded_size(copied_args) + encoded_size(copied_kwargs)
+    except (TypeError, orjson.JSONEncodeError) as error:  # e.g. a lone surrogate in a str
+        named = [*zip(paths, copied_args, strict=True)]
+        named += [(f"keyword argument {k!r}", v) for k, v in copied_kwargs.items()]
+        for path, value in named:
+            try:
+                encoded_size(value)
+            except (TypeError, orjson.JSONEncodeError):
+                raise ArgsNotSerializableError(
+                    f"{path} cannot be encoded as JSON: {error}", field=path, value=value
+                ) from error
+        raise ArgsNotSerializableError(
+            f"arguments cannot be encoded as JSON: {error}", field="args", value=None
+        ) from error
     if size > MAX_ARGS_BYTES:
         raise ArgsTooLargeError(
             f"arguments are {size} bytes encoded; the limit is {MAX_ARGS_BYTES} (16 MiB)",

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import Notification, Tracking
 from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+from eventsourcing.utils import get_topic
 
+from schedlog.events import ScheduledFunction
 from schedlog.projections.rows import COLUMNS, TERMINAL, Change, change_for
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ TABLE = "_scheduled_functions_v1"
 VIEW_NAME = "_scheduled_functions_v1"
 """The view's name in the tracking table."""
 VIEW_EVENTS = "schedlog_view_events"
+JOB_TOPIC_PREFIX = get_topic(ScheduledFunction) + "."
+"""Every event topic of the job aggregate starts with this; the view skips all others."""
 """The `save()` keyword that carries the domain events of the jobs being saved."""
 
 _DDL = [
@@ -77,23 +81,39 @@ class ViewRecorder(SQLiteProcessRecorder):
         position = self._max_tracking_id(VIEW_NAME, c) or 0
         if ids[0] != position + 1:
             self._fold_notifications(c, position, ids[0] - 1)
-        by_key = {
-            (str(s.originator_id), s.originator_version): nid
-            for s, nid in zip(stored_events, ids, strict=True)
+        given = {
+            (str(e.originator_id), e.originator_version): e for e in kwargs.get(VIEW_EVENTS, ())
         }
-        for event in kwargs.get(VIEW_EVENTS, ()):
-            key = (str(event.originator_id), event.originator_version)
-            change = change_for(event, by_key[key])
+        for stored, nid in zip(stored_events, ids, strict=True):
+            if not stored.topic.startswith(JOB_TOPIC_PREFIX):
+                continue
+            event = given.get((str(stored.originator_id), stored.originator_version))
+            if event is None:  # saved without its domain event at hand: decode it
+                event = self._decode(self._stored_notification(stored, nid))
+            change = change_for(event, nid)
             if change is not None:
                 apply_change(c, change)
         self._insert_tracking(c, Tracking(VIEW_NAME, ids[-1]))
         return ids
 
-    def _fold_notifications(self, c: SQLiteCursor, after: int, upto: int) -> None:
-        """Apply the events in (after, upto] that reached the log without this recorder."""
+    def _decode(self, notification: Notification) -> object:
         if self.decode is None:
             msg = "ViewRecorder.decode is not set; the store must set it"
             raise RuntimeError(msg)
+        return self.decode(notification)
+
+    @staticmethod
+    def _stored_notification(stored: StoredEvent, nid: int) -> Notification:
+        return Notification(
+            id=nid,
+            originator_id=stored.originator_id,
+            originator_version=stored.originator_version,
+            topic=stored.topic,
+            state=stored.state,
+        )
+
+    def _fold_notifications(self, c: SQLiteCursor, after: int, upto: int) -> None:
+        """Apply the events in (after, upto] that reached the log without this recorder."""
         c.execute(
             f"SELECT rowid, * FROM {self.events_table_name} WHERE rowid > ? AND rowid <= ? "  # noqa: S608
             "ORDER BY rowid",
@@ -101,7 +121,9 @@ class ViewRecorder(SQLiteProcessRecorder):
         )
         for row in c.fetchall():
             notification = self._notification(row)
-            change = change_for(self.decode(notification), notification.id)
+            if not notification.topic.startswith(JOB_TOPIC_PREFIX):
+                continue
+            change = change_for(self._decode(notification), notification.id)
             if change is not None:
                 apply_change(c, change)
 

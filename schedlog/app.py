@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import weakref
@@ -11,9 +12,15 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 import pykka
 
-from schedlog.actors.executor import ExecutorActor, Invocation, JobRunner, describe_error
+from schedlog.actors.executor import (
+    DEFAULT_LEASE_MS,
+    ExecutorActor,
+    Invocation,
+    JobRunner,
+    describe_error,
+)
 from schedlog.actors.follower import LogWatcher
-from schedlog.actors.messages import JobsScheduled, Settle, StopDispatching
+from schedlog.actors.messages import BackingOff, JobsScheduled, Settle, StopDispatching
 from schedlog.actors.node import make_node_id
 from schedlog.actors.timer import TimerActor
 from schedlog.clock import Clock, SystemClock
@@ -81,6 +88,7 @@ class App:
             `$SCHEDLOG_STORE`, else `./schedlog.db`.
         clock: where time comes from; `SystemClock()` by default, `FakeClock` in tests.
         max_concurrency: how many functions may run at once (S13).
+        lease_ms: how long an action's claim lasts unless its node is seen alive (S19).
 
     """
 
@@ -89,6 +97,7 @@ class App:
         store: str | None = None,
         clock: Clock | None = None,
         max_concurrency: int = 8,
+        lease_ms: int = DEFAULT_LEASE_MS,
     ) -> None:
         if (
             not is_plain_int(max_concurrency) or not 1 <= max_concurrency <= 256  # noqa: PLR2004
@@ -100,6 +109,9 @@ class App:
         self.store, self.scheduled_functions = open_store(self.store_config)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_concurrency = max_concurrency
+        if not is_plain_int(lease_ms) or lease_ms < 100:  # noqa: PLR2004
+            raise ConfigurationError(f"lease_ms must be an int >= 100, got {lease_ms!r}")
+        self.lease_ms = lease_ms
         self.node_id = make_node_id()
         self.registry = Registry()
         self.scheduler = AppScheduler(self)
@@ -182,10 +194,17 @@ class App:
             ctx = ActionCtx(self, job.job_id, now_ms, job.attempt)
         try:
             registered.fn(ctx, *job.args, **job.kwargs)
-        except Exception as e:
+        except BaseException as e:
             log.info("job %s raised %r", job.job_id, e, extra={"job_id": job.job_id})
             return Invocation(describe_error(e))
         return Invocation(None, ctx.staged if isinstance(ctx, MutationCtx) else ())
+
+    def backing_off(self, job_id: str, until_ms: int) -> None:
+        """Tell the timer an executor waits out a store outage (it is not busy until then)."""
+        timer = self._timer
+        if timer is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                timer.tell(BackingOff(job_id, until_ms))
 
     def check_accepting(self) -> None:
         """Raise RuntimeClosedError if the App is closed or a runtime actor died."""
@@ -206,11 +225,19 @@ class App:
                 raise RuntimeClosedError("the App is closed")
             if self._timer is not None:
                 return
+            self._runner.closing.clear()
             timer = TimerActor.start(self.clock, _Source(self))
-            self._executors = [
-                ExecutorActor.start(self._runner, timer) for _ in range(self.max_concurrency)
-            ]
-            timer.proxy().add_executors(self._executors).get(timeout=10)
+            executors: list[pykka.ActorRef[Any]] = []
+            try:
+                executors.extend(
+                    ExecutorActor.start(self._runner, timer) for _ in range(self.max_concurrency)
+                )
+                timer.proxy().add_executors(executors).get(timeout=10)
+            except BaseException:
+                for ref in [*executors, timer]:
+                    ref.stop(block=False)
+                raise
+            self._executors = executors
             self._timer = timer
             self._watcher = LogWatcher(_Source(self), timer)
             self._watcher.start()
@@ -225,6 +252,7 @@ class App:
         if timer is None:
             return
         _RUNNING.discard(self)
+        self._runner.closing.set()  # an executor backing off from a store outage gives up
         if watcher is not None:
             watcher.stop()
         try:
@@ -266,9 +294,13 @@ class App:
             raise RuntimeClosedError("the runtime is not started: call app.start() first")
         self.check_accepting()
         reply: concurrent.futures.Future[None] = concurrent.futures.Future()
-        timer.tell(Settle(reply))
         try:
+            timer.tell(Settle(reply))
             reply.result(timeout=timeout_s)
+        except pykka.ActorDeadError:
+            raise RuntimeClosedError("the runtime stopped while waiting for it") from None
         except concurrent.futures.TimeoutError:
             raise IdleTimeoutError(f"the runtime was not idle within {timeout_s} s") from None
+        if self._timer is not timer:  # stopped meanwhile: the timer let its waiters go
+            raise RuntimeClosedError("the runtime stopped while waiting for it")
         self.check_accepting()

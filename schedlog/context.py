@@ -111,17 +111,21 @@ class Scheduler:
 
     def cancel(self, job_id: str) -> None:
         """Cancel a pending or running job; a finished one is left alone (S20, S21, S23)."""
+        self._cancel(job_id)
+
+    def _cancel(self, job_id: str) -> bool:
+        """Cancel `job_id`; return whether this call canceled it (False: already finished)."""
         self._core.check_accepting()
         while True:
             job = _load_for_cancel(self._core, job_id)
             if job.is_terminal:
-                return
+                return False
             job.cancel(self._now())
             try:
                 self._core.save(job)
             except ConflictError:
                 continue  # it moved meanwhile: decide again on the fresh state
-            return
+            return True
 
 
 class AppScheduler(Scheduler):
@@ -134,14 +138,8 @@ class AppScheduler(Scheduler):
         """
         if name is not None and not isinstance(name, str):
             name = self._core.registry.resolve(name).name
-        canceled = 0
-        for job_id in self._core.scheduled_functions.unfinished_ids(name, before_ms):
-            job = self._core.store.load_job(job_id)
-            if job is None or job.is_terminal:
-                continue
-            self.cancel(job_id)
-            canceled += 1
-        return canceled
+        ids = self._core.scheduled_functions.unfinished_ids(name, before_ms)
+        return sum(self._cancel(job_id) for job_id in ids)
 
 
 class _ActionScheduler(Scheduler):
@@ -161,9 +159,10 @@ class _ActionScheduler(Scheduler):
 class _MutationScheduler(Scheduler):
     """A mutation's scheduler: stages jobs for the mutation's commit, within S10's limits."""
 
-    def __init__(self, core: Core, job_id: str, now_ms: int) -> None:
+    def __init__(self, core: Core, job_id: str, now_ms: int, *, own: bool = True) -> None:
         super().__init__(core, parent_id=job_id)
         self._job_id = job_id
+        self._own = own  # False for ctx.run_mutation: job_id is then the calling action's
         self._now_ms = now_ms
         self.staged: dict[str, ScheduledFunction] = {}
         self._count = 0
@@ -210,7 +209,7 @@ class _MutationScheduler(Scheduler):
 
     def cancel(self, job_id: str) -> None:
         """Stage a cancel, committed with the mutation (S22); a mutation cannot cancel itself."""
-        if job_id == self._job_id:
+        if self._own and job_id == self._job_id:
             raise ScheduleValidationError(
                 "a mutation cannot cancel itself", field="job_id", value=job_id
             )
@@ -223,12 +222,14 @@ class _MutationScheduler(Scheduler):
 class MutationCtx:
     """Handed to a mutation: reads, staged writes and staged scheduling, committed atomically."""
 
-    def __init__(self, core: Core, job_id: str, now_ms: int, attempt: int) -> None:
+    def __init__(
+        self, core: Core, job_id: str, now_ms: int, attempt: int, *, inline: bool = False
+    ) -> None:
         self.job_id = job_id
         self.now_ms = now_ms
         self.attempt = attempt
         self.repository: Repository[UUID] = core.store.repository
-        self.scheduler: Scheduler = _MutationScheduler(core, job_id, now_ms)
+        self.scheduler: Scheduler = _MutationScheduler(core, job_id, now_ms, own=not inline)
         self._aggregates: dict[object, BaseAggregate[Any]] = {}
 
     def save(self, *aggregates: object) -> None:
@@ -269,7 +270,8 @@ class ActionCtx:
             raise ConfigurationError(f"{registered.name!r} is an action, not a mutation")
         last: ConflictError | None = None
         for attempt in range(1, MAX_MUTATION_RUNS + 1):
-            ctx = MutationCtx(self._core, self.job_id, self._core.clock.now_ms(), attempt)
+            now = self._core.clock.now_ms()
+            ctx = MutationCtx(self._core, self.job_id, now, attempt, inline=True)
             result = registered.fn(ctx, *args, **kwargs)
             try:
                 self._core.save(*ctx.staged)

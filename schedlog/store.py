@@ -6,6 +6,7 @@ a private in-memory SQLite database, so the view is the same real table in every
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -24,10 +25,14 @@ from schedlog.projections.view import VIEW_EVENTS, ViewRecorder
 __all__ = ["DEFAULT_STORE", "JobStore", "StoreConfig", "open_store", "parse_store_url"]
 
 DEFAULT_STORE = "sqlite://schedlog.db"
+_EVENTS_KEY = "stored_events.originator_id"
+"""SQLite names the events table's primary key in the message of a version conflict."""
 _DUE_TOPICS = frozenset(
     get_topic(cls) for cls in (ScheduledFunction.Scheduled, ScheduledFunction.Retried)
 )
 LOCK_TIMEOUT_S = 30
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,9 @@ class JobStore(Application[UUID]):
         try:
             return super().save(*objs, **{VIEW_EVENTS: view_events}, **kwargs)
         except IntegrityError as e:
-            raise ConflictError(f"version conflict: {e}") from e
+            if _EVENTS_KEY in str(e):  # the (originator_id, version) key: someone moved first
+                raise ConflictError(f"version conflict: {e}") from e
+            raise StoreError(f"store constraint failed: {e}") from e
         except PersistenceError as e:
             raise StoreError(f"store error: {e}") from e
 
@@ -112,7 +119,11 @@ class JobStore(Application[UUID]):
         for n in notifications:
             if n.topic not in _DUE_TOPICS:
                 continue
-            event: object = self.mapper.to_domain_event(n)
+            try:
+                event: object = self.mapper.to_domain_event(n)
+            except Exception:  # one undecodable event must not stop the runtime
+                log.exception("cannot decode event %d (%s); skipped", n.id, n.topic)
+                continue
             if isinstance(event, ScheduledFunction.Scheduled):
                 jobs.append(DueJob(event.scheduled_time_ms, n.id, str(event.originator_id)))
             elif isinstance(event, ScheduledFunction.Retried):

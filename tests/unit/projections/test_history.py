@@ -30,7 +30,14 @@ def test_s29_history_lists_every_event_with_type_time_and_data() -> None:
             "scheduled_time_ms": 50,
             "parent_id": None,
         },
-        {"type": "Started", "time": 60.0, "version": 2, "node_id": "node-a", "attempt": 1},
+        {
+            "type": "Started",
+            "time": 60.0,
+            "version": 2,
+            "node_id": "node-a",
+            "attempt": 1,
+            "lease_until_ms": None,
+        },
         {"type": "Canceled", "time": 70.0, "version": 3},
         {"type": "Completed", "time": 80.0, "version": 4, "outcome": "failed", "error": "late"},
     ]
