@@ -259,7 +259,7 @@ class TimerActor(pykka.ThreadingActor):
         if not self._settling or self._boundary is None:
             return  # idle cannot be known while the due index cannot be read
         due_waiting = bool(self._heap) and self._heap[0].run_at <= now
-        busy = any(self._backing_off.get(job_id, now) >= now for job_id in self._running)
+        busy = any(self._backing_off.get(job_id, now) <= now for job_id in self._running)
         if due_waiting or busy:
             return
         for reply in self._settling:
