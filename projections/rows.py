@@ -35,9 +35,11 @@ COLUMNS = (
     "parent_id",
     "attempt",
     "node_id",
+    "lease_until",
     "version",
 )
-"""The columns of a view row; `run_at` is when the timer should next start the job."""
+"""The columns of a view row; `run_at` is when the timer should next start the job, and
+`lease_until` when a running action's claim runs out unless its node is alive (S19)."""
 
 TERMINAL = tuple(s.value for s in (JobState.SUCCESS, JobState.FAILED, JobState.CANCELED))
 
@@ -83,6 +85,7 @@ def change_for(event: object, seq: int) -> Change | None:
                     "parent_id": event.parent_id,
                     "attempt": 1,
                     "node_id": None,
+                    "lease_until": None,
                     "version": event.originator_version,
                 },
             )
@@ -91,6 +94,7 @@ def change_for(event: object, seq: int) -> Change | None:
                 "state": JobState.IN_PROGRESS.value,
                 "node_id": event.node_id,
                 "attempt": event.attempt,
+                "lease_until": event.lease_until_ms,
             }
             guarded: dict[str, Any] = {}
         case ScheduledFunction.Retried():

@@ -50,6 +50,7 @@ _DDL = [
         parent_id TEXT,
         attempt INTEGER NOT NULL,
         node_id TEXT,
+        lease_until INTEGER,
         version INTEGER NOT NULL)""",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_by_time ON {TABLE} (scheduled_time, seq)",
     f"CREATE INDEX IF NOT EXISTS {TABLE}_by_state ON {TABLE} (state, scheduled_time, seq)",

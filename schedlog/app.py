@@ -22,6 +22,7 @@ from schedlog.actors.executor import (
 from schedlog.actors.follower import LogWatcher
 from schedlog.actors.messages import BackingOff, JobsScheduled, Settle, StopDispatching
 from schedlog.actors.node import make_node_id
+from schedlog.actors.recovery import RecoverNow, RecoveryActor
 from schedlog.actors.timer import TimerActor
 from schedlog.clock import Clock, SystemClock
 from schedlog.context import ActionCtx, AppScheduler, MutationCtx
@@ -119,6 +120,7 @@ class App:
         self._lock = threading.Lock()
         self._timer: pykka.ActorRef[Any] | None = None
         self._executors: list[pykka.ActorRef[Any]] = []
+        self._recovery: pykka.ActorRef[Any] | None = None
         self._watcher: LogWatcher | None = None
         self._closed = False
 
@@ -199,6 +201,14 @@ class App:
             return Invocation(describe_error(e))
         return Invocation(None, ctx.staged if isinstance(ctx, MutationCtx) else ())
 
+    def heartbeat(self, now_ms: int) -> None:
+        """Record this node as alive (renews the leases of the actions it runs, S19)."""
+        self.store.heartbeat(self.node_id, now_ms, self.lease_ms)
+
+    def expired_claims(self, now_ms: int) -> list[str]:
+        """Return running actions whose lease ran out on a node not seen since (S19)."""
+        return self.store.expired_claims(now_ms)
+
     def backing_off(self, job_id: str, until_ms: int) -> None:
         """Tell the timer an executor waits out a store outage (it is not busy until then)."""
         timer = self._timer
@@ -211,9 +221,8 @@ class App:
         if self._closed:
             raise RuntimeClosedError("the App is closed")
         timer = self._timer
-        if timer is not None and (
-            not timer.is_alive() or not all(e.is_alive() for e in self._executors)
-        ):
+        actors = [timer, self._recovery, *self._executors]
+        if timer is not None and not all(a is None or a.is_alive() for a in actors):
             raise RuntimeClosedError("the runtime died; see the log for the actor's error")
 
     # Running.
@@ -226,6 +235,7 @@ class App:
             if self._timer is not None:
                 return
             self._runner.closing.clear()
+            recovery = RecoveryActor.start(self)
             timer = TimerActor.start(self.clock, _Source(self))
             executors: list[pykka.ActorRef[Any]] = []
             try:
@@ -234,11 +244,12 @@ class App:
                 )
                 timer.proxy().add_executors(executors).get(timeout=10)
             except BaseException:
-                for ref in [*executors, timer]:
+                for ref in [*executors, timer, recovery]:
                     ref.stop(block=False)
                 raise
             self._executors = executors
             self._timer = timer
+            self._recovery = recovery
             self._watcher = LogWatcher(_Source(self), timer)
             self._watcher.start()
             _RUNNING.add(self)
@@ -249,6 +260,7 @@ class App:
             timer, self._timer = self._timer, None
             executors, self._executors = self._executors, []
             watcher, self._watcher = self._watcher, None
+            recovery, self._recovery = self._recovery, None
         if timer is None:
             return
         _RUNNING.discard(self)
@@ -259,12 +271,22 @@ class App:
             timer.ask(StopDispatching(), timeout=timeout_s)
         except (pykka.ActorDeadError, pykka.Timeout):
             log.warning("timer did not acknowledge the stop")
+        finished = True
         for executor in executors:  # each stop queues behind the job it is running
             try:
                 executor.stop(block=True, timeout=timeout_s)
             except pykka.Timeout:
+                finished = False
                 log.warning("an executor did not finish its function within %s s", timeout_s)
         timer.stop(block=True, timeout=timeout_s)
+        if recovery is not None:
+            with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
+                recovery.stop(block=True, timeout=timeout_s)
+        if finished:  # nothing of ours runs any more: no lease of ours needs to live on
+            try:
+                self.store.forget_node(self.node_id)
+            except Exception:
+                log.warning("cannot remove this node's heartbeat", exc_info=True)
 
     def close(self) -> None:
         """Stop the runtime and close the store."""
@@ -293,6 +315,14 @@ class App:
         if timer is None:
             raise RuntimeClosedError("the runtime is not started: call app.start() first")
         self.check_accepting()
+        recovery = self._recovery
+        if recovery is not None:  # leases that ran out by now are work due now
+            try:
+                recovery.ask(RecoverNow(), timeout=timeout_s)
+            except pykka.ActorDeadError:
+                raise RuntimeClosedError("the runtime stopped while waiting for it") from None
+            except pykka.Timeout:
+                raise IdleTimeoutError(f"recovery did not answer within {timeout_s} s") from None
         reply: concurrent.futures.Future[None] = concurrent.futures.Future()
         try:
             timer.tell(Settle(reply))

@@ -20,7 +20,7 @@ from eventsourcing.utils import get_topic
 from schedlog.errors import ConfigurationError, ConflictError, StoreError
 from schedlog.events import ScheduledFunction
 from schedlog.projections.queries import DueJob, ScheduledFunctions
-from schedlog.projections.view import VIEW_EVENTS, ViewRecorder
+from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewRecorder
 
 __all__ = ["DEFAULT_STORE", "JobStore", "StoreConfig", "open_store", "parse_store_url"]
 
@@ -33,6 +33,12 @@ _DUE_TOPICS = frozenset(
 LOCK_TIMEOUT_S = 30
 
 log = logging.getLogger(__name__)
+
+NODES_TABLE = "schedlog_nodes_v1"
+_NODES_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {NODES_TABLE} ("
+    "node_id TEXT PRIMARY KEY, heartbeat_ms INTEGER NOT NULL, lease_ms INTEGER NOT NULL)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,37 @@ class JobStore(Application[UUID]):
                 jobs.append(DueJob(event.next_run_ms, n.id, str(event.originator_id)))
         return (notifications[-1].id if notifications else position), jobs
 
+    # Node liveness (S19): one row per runtime, its heartbeat renewing all its actions' leases.
+    # It is runtime state, not job state, so it is the one table updated in place.
+
+    def heartbeat(self, node_id: str, now_ms: int, lease_ms: int) -> None:
+        """Record that `node_id` is alive at `now_ms`; its leases hold until now + lease_ms."""
+        with self.view_recorder.datastore.transaction(commit=True) as c:
+            c.execute(
+                f"INSERT INTO {NODES_TABLE} (node_id, heartbeat_ms, lease_ms) VALUES (?, ?, ?) "  # noqa: S608
+                "ON CONFLICT (node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, "
+                "lease_ms = excluded.lease_ms WHERE excluded.heartbeat_ms > heartbeat_ms",
+                (node_id, now_ms, lease_ms),
+            )
+
+    def forget_node(self, node_id: str) -> None:
+        """Remove a node that stopped cleanly (nothing of it is running any more)."""
+        with self.view_recorder.datastore.transaction(commit=True) as c:
+            c.execute(f"DELETE FROM {NODES_TABLE} WHERE node_id = ?", (node_id,))  # noqa: S608
+
+    def expired_claims(self, now_ms: int) -> list[str]:
+        """Return running jobs whose lease ran out and whose node has not been seen since."""
+        with self.view_recorder.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT v.id FROM {TABLE} AS v LEFT JOIN {NODES_TABLE} AS n "  # noqa: S608
+                "ON n.node_id = v.node_id WHERE v.state = 'inProgress' "
+                "AND v.lease_until IS NOT NULL AND v.lease_until < ? "
+                "AND (n.node_id IS NULL OR n.heartbeat_ms + n.lease_ms < ?) "
+                "ORDER BY v.lease_until LIMIT 1000",
+                (now_ms, now_ms),
+            )
+            return [row["id"] for row in c.fetchall()]
+
     def due_jobs_of(self, recordings: Any) -> list[DueJob]:
         """Return the pending jobs that a save's recordings created, for the timer."""
         jobs = []
@@ -159,5 +196,7 @@ def open_store(config: StoreConfig) -> tuple[JobStore, ScheduledFunctions]:
         raise StoreError(f"cannot open store {config.url!r}: {e}") from e
     recorder = store.view_recorder
     recorder.decode = store.mapper.to_domain_event
+    with recorder.datastore.transaction(commit=True) as c:
+        c.execute(_NODES_DDL)
     recorder.catch_up()
     return store, ScheduledFunctions(recorder.datastore)

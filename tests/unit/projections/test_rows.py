@@ -76,6 +76,7 @@ def test_s25_scheduled_inserts_a_full_pending_row() -> None:
             "parent_id": "parent-1",
             "attempt": 1,
             "node_id": None,
+            "lease_until": None,
             "version": 1,
         },
     )
@@ -97,7 +98,13 @@ def test_started_sets_in_progress_node_and_attempt() -> None:
     change = change_for(started, 7)
     assert change == Change(
         job_id=job.job_id,
-        values={"state": "inProgress", "node_id": "node-a", "attempt": 1, "version": 2},
+        values={
+            "state": "inProgress",
+            "node_id": "node-a",
+            "attempt": 1,
+            "lease_until": None,
+            "version": 2,
+        },
         guarded={},
     )
 

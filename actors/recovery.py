@@ -1,0 +1,135 @@
+"""RecoveryActor: keeps this node's leases alive, and fails actions cut off on dead nodes (S19).
+
+Every third of a lease it records a heartbeat for its node (renewing the leases of every action
+the node runs), then looks for running actions whose lease ran out on a node that has not been
+seen since. Such an action was cut off by a crash: it gets `Completed(failed, "Transient error
+while executing action")` and never runs again. A live node's jobs are never touched, so several
+workers can share one store. Mutations need nothing: one cut off before its commit left nothing
+in the log, is still pending, and the timer runs it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+import pykka
+
+from schedlog.actors.messages import Wake
+from schedlog.events import ConflictError, JobState, Outcome
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from schedlog.actors.ports import Clock, Wakeup
+    from schedlog.events import ScheduledFunction
+
+__all__ = ["CUT_OFF_ERROR", "RecoverNow", "RecoveryActor", "RecoveryHost"]
+
+log = logging.getLogger(__name__)
+
+CUT_OFF_ERROR = "Transient error while executing action"
+
+
+class RecoverNow:
+    """Ask for a heartbeat and a recovery pass at once (asked; the reply is how many failed)."""
+
+
+class RecoveryHost(Protocol):
+    """What recovery needs of the App."""
+
+    clock: Clock
+    node_id: str
+    lease_ms: int
+
+    def heartbeat(self, now_ms: int) -> None:
+        """Record this node as alive at `now_ms`."""
+
+    def expired_claims(self, now_ms: int) -> list[str]:
+        """Return running jobs whose lease ran out on a node not seen since."""
+
+    def load_job(self, job_id: str) -> ScheduledFunction | None:
+        """Return the job's aggregate, freshly read."""
+
+    def save(self, *objs: Any) -> None:
+        """Save aggregates atomically."""
+
+
+class RecoveryActor(pykka.ThreadingActor):
+    """Heartbeats for its node and recovers cut-off actions, on the injected clock."""
+
+    use_daemon_thread = True
+
+    def __init__(self, host: RecoveryHost) -> None:
+        super().__init__()
+        self._host = host
+        self._wakeup: Wakeup | None = None
+
+    def on_start(self) -> None:
+        """Heartbeat and recover at start-up, before the first job runs."""
+        self._pass()
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle `Wake` (periodic) and `RecoverNow` (asked by `wait_until_idle`)."""
+        match message:
+            case Wake():
+                return self._pass()
+            case RecoverNow():
+                return self._pass()
+            case _:
+                log.warning("recovery: unexpected message %r", message)
+        return None
+
+    def on_stop(self) -> None:
+        """Cancel the next wake-up."""
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Log the crash; the App sees the dead actor and refuses further work."""
+        log.error("recovery actor died", exc_info=(exception_type, exception_value, traceback))  # type: ignore[arg-type]
+
+    def _pass(self) -> int:
+        host = self._host
+        now = host.clock.now_ms()
+        failed = 0
+        try:
+            host.heartbeat(now)  # first: this node's own leases are never the ones run out
+            for job_id in host.expired_claims(now):
+                failed += self._fail_cut_off(job_id)
+        except Exception:
+            log.warning("recovery: the store is unavailable; trying again later", exc_info=True)
+        self._arm(now + max(host.lease_ms // 3, 1))
+        return failed
+
+    def _fail_cut_off(self, job_id: str) -> int:
+        while True:
+            job = self._host.load_job(job_id)
+            if job is None or job.state is not JobState.IN_PROGRESS:
+                return 0  # it finished, or was canceled, meanwhile
+            if job.node_id == self._host.node_id:
+                return 0  # ours, and we are alive
+            job.complete(Outcome.FAILED, self._host.clock.now_ms(), CUT_OFF_ERROR)
+            try:
+                self._host.save(job)
+            except ConflictError:
+                continue
+            log.warning("job %s: cut off on node %s; failed", job_id, job.node_id)
+            return 1
+
+    def _arm(self, deadline: int) -> None:
+        if self._wakeup is not None:
+            self._wakeup.cancel()
+        ref = self.actor_ref
+
+        def wake() -> None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                ref.tell(Wake())
+
+        self._wakeup = self._host.clock.wake_at(deadline, wake)

@@ -1,0 +1,120 @@
+"""Leases and recovery of actions cut off by a crash, on a fake clock (S19)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from schedlog import App
+from schedlog.actors.recovery import CUT_OFF_ERROR, RecoverNow
+from schedlog.testing import FakeClock
+from tests.integration.helpers import state, types
+
+T0 = 1_800_000_000_000
+LEASE_MS = 1_000
+WAIT_S = 10
+
+
+def make_app(sqlite_path, clock: FakeClock) -> App:
+    app = App(store=f"sqlite://{sqlite_path}", clock=clock, lease_ms=LEASE_MS)
+
+    @app.action(name="io:send")
+    def send(ctx) -> None:
+        del ctx
+
+    return app
+
+
+def claim_on_a_dead_node(app: App, job_id: str, now: int) -> None:
+    """What a node that crashed mid-action leaves: Started, with no heartbeat after it."""
+    job = app.store.load_job(job_id)
+    assert job is not None
+    job.start("ghost-host:4242:dead00", now, now + LEASE_MS)
+    app.save(job)
+
+
+def test_an_action_cut_off_by_a_crash_fails_once_its_lease_runs_out_s19(
+    clock: FakeClock, sqlite_path
+) -> None:
+    app = make_app(sqlite_path, clock)
+    try:
+        job = app.scheduler.run_after(0, "io:send")
+        claim_on_a_dead_node(app, job, T0)
+        app.start()
+        app.wait_until_idle()
+        assert state(app, job) == "inProgress"  # the lease still holds
+        clock.advance(LEASE_MS + 1)
+        app.wait_until_idle()
+        doc = app.scheduled_functions.get(job)
+        assert doc is not None
+        assert doc["state"] == {"kind": "failed", "error": CUT_OFF_ERROR}
+        assert types(app, job) == ["Scheduled", "Started", "Completed"]  # never run again
+        assert app.history(job)[1]["node_id"] == "ghost-host:4242:dead00"
+    finally:
+        app.close()
+
+
+def test_a_canceled_action_cut_off_stays_canceled(clock: FakeClock, sqlite_path) -> None:
+    app = make_app(sqlite_path, clock)
+    try:
+        job = app.scheduler.run_after(0, "io:send")
+        claim_on_a_dead_node(app, job, T0)
+        app.scheduler.cancel(job)
+        app.start()
+        clock.advance(10 * LEASE_MS)
+        app.wait_until_idle()
+        assert state(app, job) == "canceled"
+        assert types(app, job) == ["Scheduled", "Started", "Canceled"]
+    finally:
+        app.close()
+
+
+def test_a_live_nodes_running_action_is_never_recovered_by_another_s19(
+    clock: FakeClock, sqlite_path
+) -> None:
+    worker = App(store=f"sqlite://{sqlite_path}", clock=clock, lease_ms=LEASE_MS)
+    other = make_app(sqlite_path, clock)
+    started = threading.Event()
+    release = threading.Event()
+
+    @worker.action(name="io:send")
+    def long_send(ctx) -> None:
+        started.set()
+        release.wait(WAIT_S)
+
+    try:
+        worker.start()
+        other.start()
+        job = worker.scheduler.run_after(0, long_send)
+        assert started.wait(WAIT_S)
+        for _ in range(5):  # far past the first lease, with the worker heartbeating
+            clock.advance(LEASE_MS)
+            worker._recovery.ask(RecoverNow(), timeout=WAIT_S)  # noqa: SLF001 - its heartbeat
+            other.wait_until_idle()
+            assert state(other, job) == "inProgress"
+        release.set()
+        worker.wait_until_idle()
+        assert state(worker, job) == "success"
+        assert types(worker, job) == ["Scheduled", "Started", "Completed"]
+    finally:
+        release.set()
+        other.close()
+        worker.close()
+
+
+def test_a_node_that_stops_cleanly_forgets_its_heartbeat(clock: FakeClock, sqlite_path) -> None:
+    app = make_app(sqlite_path, clock)
+    app.start()
+    app.stop()
+    import sqlite3
+
+    with sqlite3.connect(sqlite_path) as db:
+        rows = db.execute("SELECT node_id FROM schedlog_nodes_v1").fetchall()
+    app.close()
+    assert rows == []
+
+
+def test_lease_must_be_sensible() -> None:
+    with pytest.raises(ValueError, match="lease_ms"):
+        App(store="memory://", lease_ms=5)
