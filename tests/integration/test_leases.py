@@ -90,7 +90,7 @@ def test_a_live_nodes_running_action_is_never_recovered_by_another_s19(
         assert started.wait(WAIT_S)
         for _ in range(5):  # far past the first lease, with the worker heartbeating
             clock.advance(LEASE_MS)
-            worker._recovery.ask(RecoverNow(), timeout=WAIT_S)  # noqa: SLF001 - its heartbeat
+            worker._recovery.ask(RecoverNow(), timeout=WAIT_S)
             other.wait_until_idle()
             assert state(other, job) == "inProgress"
         release.set()
