@@ -55,6 +55,9 @@ class RecoveryHost(Protocol):
     def save(self, *objs: Any) -> None:
         """Save aggregates atomically."""
 
+    def store_reachable(self, *, ok: bool, now_ms: int) -> None:
+        """Report whether the last heartbeat reached the store (for the App's health)."""
+
 
 class RecoveryActor(pykka.ThreadingActor):
     """Heartbeats for its node and recovers cut-off actions, on the injected clock."""
@@ -101,10 +104,16 @@ class RecoveryActor(pykka.ThreadingActor):
         failed = 0
         try:
             host.heartbeat(now)  # first: this node's own leases are never the ones run out
-            for job_id in host.expired_claims(now):
-                failed += self._fail_cut_off(job_id)
         except Exception:
-            log.warning("recovery: the store is unavailable; trying again later", exc_info=True)
+            log.warning("recovery: cannot reach the store; trying again later", exc_info=True)
+            host.store_reachable(ok=False, now_ms=now)
+        else:
+            host.store_reachable(ok=True, now_ms=now)
+            try:
+                for job_id in host.expired_claims(now):
+                    failed += self._fail_cut_off(job_id)
+            except Exception:
+                log.warning("recovery: the store failed; trying again later", exc_info=True)
         self._arm(now + max(host.lease_ms // 3, 1))
         return failed
 

@@ -121,6 +121,7 @@ class App:
         self._timer: pykka.ActorRef[Any] | None = None
         self._executors: list[pykka.ActorRef[Any]] = []
         self._recovery: pykka.ActorRef[Any] | None = None
+        self._store_failing_since: int | None = None
         self._watcher: LogWatcher | None = None
         self._closed = False
 
@@ -208,6 +209,18 @@ class App:
     def expired_claims(self, now_ms: int) -> list[str]:
         """Return running actions whose lease ran out on a node not seen since (S19)."""
         return self.store.expired_claims(now_ms)
+
+    def store_reachable(self, *, ok: bool, now_ms: int) -> None:
+        """Track how long the store has been unreachable (see `store_outage_ms`)."""
+        if ok:
+            self._store_failing_since = None
+        elif self._store_failing_since is None:
+            self._store_failing_since = now_ms
+
+    def store_outage_ms(self) -> int:
+        """Return how long the store has been unreachable by this runtime (0 if it is fine)."""
+        since = self._store_failing_since
+        return 0 if since is None else max(self.clock.now_ms() - since, 0)
 
     def backing_off(self, job_id: str, until_ms: int) -> None:
         """Tell the timer an executor waits out a store outage (it is not busy until then)."""

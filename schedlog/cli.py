@@ -54,6 +54,18 @@ class Options:
     as_json: bool
 
 
+STORE_OUTAGE_EXIT = 3
+
+
+class StoreOutageExit(click.ClickException):
+    """The store stayed unreachable too long: `schedlog run` exits with status 3."""
+
+    exit_code = STORE_OUTAGE_EXIT
+
+    def __init__(self, outage_ms: int) -> None:
+        super().__init__(f"the store has been unreachable for {outage_ms / 1000:.0f} s")
+
+
 class _Group(click.Group):
     """A click group that turns any SchedlogError into `Error: <message>` and exit status 1."""
 
@@ -249,9 +261,20 @@ def demo(options: Options, path: Path) -> None:
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--max-outage",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Exit with status 3 once the store has been unreachable this many seconds.",
+)
 @click.pass_obj
-def run(options: Options, target: str, grace: float, log_level: str) -> None:
-    """Run the App `MODULE:APP` as a worker until SIGINT or SIGTERM."""
+def run(options: Options, target: str, grace: float, log_level: str, max_outage: float) -> None:
+    """Run the App `MODULE:APP` as a worker until SIGINT or SIGTERM.
+
+    Exit status: 0 after a graceful stop; 1 on a bad target or a dead runtime; 3 when the store
+    stayed unreachable for longer than --max-outage (jobs are kept; restart when it is back).
+    """
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -272,6 +295,10 @@ def run(options: Options, target: str, grace: float, log_level: str) -> None:
         sys.stdout.flush()
         while not stopping.wait(HEALTH_CHECK_S):
             app.check_accepting()  # a dead runtime raises RuntimeClosedError: exit 1
+            outage_ms = app.store_outage_ms()
+            if outage_ms > max_outage * 1000:
+                log.error("the store has been unreachable for %.0f s; giving up", outage_ms / 1000)
+                raise StoreOutageExit(outage_ms)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # a second Ctrl-C kills as usual

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,24 @@ class StoreConfig:
     url: str
     sqlite_dbname: str
     is_memory: bool
+    lock_timeout_s: int = LOCK_TIMEOUT_S
+    """How long a write waits for another process's lock before the store reports it busy."""
+
+
+def _lock_timeout(url: str, query: str) -> int:
+    """Read `?lock_timeout=SECONDS`, the one option a SQLite store URL takes."""
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - {"lock_timeout"})
+    if unknown:
+        raise ConfigurationError(f"store {url!r}: unknown option {unknown[0]!r}")
+    if "lock_timeout" not in params:
+        return LOCK_TIMEOUT_S
+    value = params["lock_timeout"][-1]
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigurationError(
+            f"store {url!r}: lock_timeout must be a whole number of seconds >= 1, got {value!r}"
+        )
+    return int(value)
 
 
 def parse_store_url(url: str | None) -> StoreConfig:
@@ -60,10 +79,10 @@ def parse_store_url(url: str | None) -> StoreConfig:
         name = f"file:schedlog-{uuid.uuid4().hex}?mode=memory&cache=shared"
         return StoreConfig(url, name, is_memory=True)
     if url.startswith("sqlite://"):
-        path = url.removeprefix("sqlite://")
+        path, _, query = url.removeprefix("sqlite://").partition("?")
         if not path or path == "/":
             raise ConfigurationError(f"store {url!r} names no file: use sqlite:///abs/path.db")
-        return StoreConfig(url, path, is_memory=False)
+        return StoreConfig(url, path, is_memory=False, lock_timeout_s=_lock_timeout(url, query))
     if url.startswith(("postgresql://", "postgres://")):
         raise ConfigurationError(
             f"store {url.split('@')[-1]!r}: PostgreSQL is not supported yet; "
@@ -185,7 +204,7 @@ def open_store(config: StoreConfig) -> tuple[JobStore, ScheduledFunctions]:
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
         "SQLITE_DBNAME": config.sqlite_dbname,
-        "SQLITE_LOCK_TIMEOUT": str(LOCK_TIMEOUT_S),
+        "SQLITE_LOCK_TIMEOUT": str(config.lock_timeout_s),
         "APPLICATION_RECORDER_TOPIC": "schedlog.projections.view:ViewRecorder",
         "CREATE_TABLE": "y",
     }
