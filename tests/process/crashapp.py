@@ -20,6 +20,7 @@ from schedlog import ActionCtx, App, MutationCtx
 
 TRANSFER = "crash:transfer"
 EFFECT = "crash:effect"
+SLOW = "crash:slow"
 DELIBERATE = "deliberate failure"
 
 
@@ -71,6 +72,12 @@ def build_app(store: str, effects: str, lease_ms: int) -> App:
         threading.Event().wait(random.uniform(0, 0.02))
         if token.endswith("!"):
             raise RuntimeError(DELIBERATE)
+        say(f"completed {ctx.job_id}")
+
+    @app.action(name=SLOW)
+    def slow(ctx: ActionCtx, ms: int) -> None:
+        say(f"started {ctx.job_id}")
+        threading.Event().wait(ms / 1000)
         say(f"completed {ctx.job_id}")
 
     return app
