@@ -3,8 +3,8 @@
 A worker runs a workload of mutations (changing user aggregates, scheduling children) and
 actions (writing a side effect outside the store); the test reads the worker's output lines and
 SIGKILLs it after a seeded random number of them, restarts it, and repeats. At the end every job
-must be terminal with the guarantees of semantics.md. SCHEDLOG_CRASH_KILLS sets the number of
-kills (CI: 20); SCHEDLOG_CRASH_SEED the seed.
+must be terminal with the guarantees of semantics.md. CRASH_KILLS sets the number of
+kills (CI: 20); CRASH_SEED the seed.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from tests.process.crashapp import DELIBERATE, EFFECT, TRANSFER, Account, build_
 pytestmark = [pytest.mark.process, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
-KILLS = int(os.environ.get("SCHEDLOG_CRASH_KILLS", "20"))
-SEED = int(os.environ.get("SCHEDLOG_CRASH_SEED", "20261127"))
+KILLS = int(os.environ.get("CRASH_KILLS", "20"))
+SEED = int(os.environ.get("CRASH_SEED", "20261127"))
 LEASE_MS = 1_000
 MUTATIONS = 400
 ACTIONS = 150
