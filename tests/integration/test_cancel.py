@@ -192,3 +192,64 @@ def test_cancel_all_with_filters_s24(app: App, clock: FakeClock) -> None:
     clock.advance(10_000)
     app.wait_until_idle()
     assert app.scheduler.cancel_all() == 0
+
+
+def test_a_cancel_landing_just_before_an_action_claim_keeps_it_from_running_s22(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from schedlog.events import ScheduledFunction
+
+    ran: list[str] = []
+
+    @app.action(name="io:send")
+    def send(ctx) -> None:
+        ran.append(ctx.job_id)
+
+    original = app.store.save
+    raced: list[str] = []
+
+    def cancel_first(*objs, **kwargs):
+        events = [e for o in objs if isinstance(o, ScheduledFunction) for e in o.pending_events]
+        claim = next((e for e in events if isinstance(e, ScheduledFunction.Started)), None)
+        if claim is not None and not raced:
+            raced.append(str(claim.originator_id))
+            app.scheduler.cancel(str(claim.originator_id))  # lands between load and claim
+        return original(*objs, **kwargs)
+
+    monkeypatch.setattr(app.store, "save", cancel_first)
+    job = app.scheduler.run_after(0, send)
+    app.start()
+    app.wait_until_idle()
+    assert raced == [job]
+    assert ran == []  # the claim conflicted: the action never started
+    assert types(app, job) == ["Scheduled", "Canceled"]
+
+
+def test_a_cancel_landing_just_after_an_action_claim_follows_s21_s22(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from schedlog.events import ScheduledFunction
+
+    ran: list[str] = []
+
+    @app.action(name="io:send")
+    def send(ctx) -> None:
+        ran.append(ctx.job_id)
+
+    original = app.store.save
+
+    def cancel_after(*objs, **kwargs):
+        events = [e for o in objs if isinstance(o, ScheduledFunction) for e in o.pending_events]
+        result = original(*objs, **kwargs)
+        claim = next((e for e in events if isinstance(e, ScheduledFunction.Started)), None)
+        if claim is not None:
+            app.scheduler.cancel(str(claim.originator_id))
+        return result
+
+    monkeypatch.setattr(app.store, "save", cancel_after)
+    job = app.scheduler.run_after(0, send)
+    app.start()
+    app.wait_until_idle()
+    assert ran == [job]  # it had started: it runs, and ends canceled
+    assert state(app, job) == "canceled"
+    assert types(app, job) == ["Scheduled", "Started", "Canceled", "Completed"]
