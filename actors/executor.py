@@ -15,8 +15,7 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-import pykka
-
+from schedlog.actors.base import RuntimeActor
 from schedlog.actors.messages import JobFinished, RunJob
 from schedlog.actors.retry import Fault, backoff_ms, classify
 from schedlog.events import ConflictError, FunctionKind, JobState, Outcome, ScheduledFunction
@@ -24,7 +23,8 @@ from schedlog.projections.queries import DueJob
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from types import TracebackType
+
+    import pykka
 
     from schedlog.actors.ports import Clock
 
@@ -233,10 +233,8 @@ class JobRunner:
         return True
 
 
-class ExecutorActor(pykka.ThreadingActor):
+class ExecutorActor(RuntimeActor):
     """One execution slot: runs the jobs the timer hands it, one at a time."""
-
-    use_daemon_thread = True  # a function stuck past the stop timeout must not pin the process
 
     def __init__(self, runner: JobRunner, timer: pykka.ActorRef[Any]) -> None:
         super().__init__()
@@ -262,12 +260,3 @@ class ExecutorActor(pykka.ThreadingActor):
             case _:
                 log.warning("executor: unexpected message %r", message)
         return None
-
-    def on_failure(
-        self,
-        exception_type: type[BaseException] | None,
-        exception_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Log the crash; the App sees the dead actor and refuses further work."""
-        log.error("executor actor died", exc_info=(exception_type, exception_value, traceback))  # type: ignore[arg-type]

@@ -10,18 +10,14 @@ in the log, is still pending, and the timer runs it again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-import pykka
-
+from schedlog.actors.base import RuntimeActor, wake_me_at
 from schedlog.actors.messages import Wake
 from schedlog.events import ConflictError, JobState, Outcome
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from schedlog.actors.ports import Clock, Wakeup
     from schedlog.events import ScheduledFunction
 
@@ -59,10 +55,8 @@ class RecoveryHost(Protocol):
         """Report whether the last heartbeat reached the store (for the App's health)."""
 
 
-class RecoveryActor(pykka.ThreadingActor):
+class RecoveryActor(RuntimeActor):
     """Heartbeats for its node and recovers cut-off actions, on the injected clock."""
-
-    use_daemon_thread = True
 
     def __init__(self, host: RecoveryHost) -> None:
         super().__init__()
@@ -88,15 +82,6 @@ class RecoveryActor(pykka.ThreadingActor):
         """Cancel the next wake-up."""
         if self._wakeup is not None:
             self._wakeup.cancel()
-
-    def on_failure(
-        self,
-        exception_type: type[BaseException] | None,
-        exception_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Log the crash; the App sees the dead actor and refuses further work."""
-        log.error("recovery actor died", exc_info=(exception_type, exception_value, traceback))  # type: ignore[arg-type]
 
     def _pass(self) -> int:
         host = self._host
@@ -135,10 +120,4 @@ class RecoveryActor(pykka.ThreadingActor):
     def _arm(self, deadline: int) -> None:
         if self._wakeup is not None:
             self._wakeup.cancel()
-        ref = self.actor_ref
-
-        def wake() -> None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                ref.tell(Wake())
-
-        self._wakeup = self._host.clock.wake_at(deadline, wake)
+        self._wakeup = wake_me_at(self._host.clock, deadline, self.actor_ref)

@@ -9,13 +9,11 @@ at the earliest due time; the callback only tells a `Wake`, so the actor never s
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-import pykka
-
+from schedlog.actors.base import RuntimeActor, wake_me_at
 from schedlog.actors.messages import (
     BackingOff,
     JobFinished,
@@ -29,7 +27,8 @@ from schedlog.actors.messages import (
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
-    from types import TracebackType
+
+    import pykka
 
     from schedlog.actors.ports import Clock, Wakeup
     from schedlog.projections.queries import DueJob
@@ -66,10 +65,8 @@ class JobSource(Protocol):
         """
 
 
-class TimerActor(pykka.ThreadingActor):
+class TimerActor(RuntimeActor):
     """Keeps the near future in a heap and hands due jobs to idle executors (S13)."""
-
-    use_daemon_thread = True  # an App left running must not pin the interpreter; see App
 
     def __init__(self, clock: Clock, source: JobSource) -> None:
         super().__init__()
@@ -125,15 +122,6 @@ class TimerActor(pykka.ThreadingActor):
                 log.warning("timer: unexpected message %r", message)
         self._pump()
         return None
-
-    def on_failure(
-        self,
-        exception_type: type[BaseException] | None,
-        exception_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Log the crash; the App sees the dead actor and refuses further work."""
-        log.error("timer actor died", exc_info=(exception_type, exception_value, traceback))  # type: ignore[arg-type]
 
     def on_stop(self) -> None:
         """Cancel the pending wake-up and release anyone waiting to settle."""
@@ -241,13 +229,7 @@ class TimerActor(pykka.ThreadingActor):
             return
         self._disarm()
         self._armed_at = deadline
-        ref = self.actor_ref
-
-        def wake() -> None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                ref.tell(Wake())
-
-        self._wakeup = self._clock.wake_at(deadline, wake)
+        self._wakeup = wake_me_at(self._clock, deadline, self.actor_ref)
 
     def _disarm(self) -> None:
         if self._wakeup is not None:
