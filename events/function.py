@@ -36,12 +36,21 @@ class ScheduledFunction(Aggregate):
 
         An action's `lease_until_ms` is when its node's claim runs out unless the node is
         still alive (S19); a mutation has none (it commits, or leaves nothing).
+
+        Version 2 added `lease_until_ms`; a version-1 event (none) decodes with None.
         """
+
+        class_version = 2
 
         at_ms: int
         node_id: str
         attempt: int
         lease_until_ms: int | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """Version 1 had no lease: its claims are treated as having none (S19)."""
+            state["lease_until_ms"] = None
 
     class Retried(Aggregate.Event):
         """An attempt hit a transient error; the job runs again at `next_run_ms` (S15)."""
