@@ -1,4 +1,4 @@
-"""RecoveryActor: keeps this node's leases alive, and fails actions cut off on dead nodes (S19).
+"""RecoveryActor: node heartbeats, recovery of cut-off actions (S19), retention (S28).
 
 Every third of a lease it records a heartbeat for its node (renewing the leases of every action
 the node runs), then looks for running actions whose lease ran out on a node that has not been
@@ -54,6 +54,9 @@ class RecoveryHost(Protocol):
     def store_reachable(self, *, ok: bool, now_ms: int) -> None:
         """Report whether the last heartbeat reached the store (for the App's health)."""
 
+    def apply_retention(self, now_ms: int) -> int:
+        """Remove finished jobs past their retention from the view (S28); return how many."""
+
 
 class RecoveryActor(RuntimeActor):
     """Heartbeats for its node and recovers cut-off actions, on the injected clock."""
@@ -97,6 +100,7 @@ class RecoveryActor(RuntimeActor):
             try:
                 for job_id in host.expired_claims(now):
                     failed += self._fail_cut_off(job_id)
+                host.apply_retention(now)
             except Exception:
                 log.warning("recovery: the store failed; trying again later", exc_info=True)
         self._arm(now + max(host.lease_ms // 3, 1))

@@ -12,14 +12,14 @@ import orjson
 from schedlog.events import InvalidQueryError, JobState, ScheduledFunction
 from schedlog.events.validation import is_plain_int, is_text
 from schedlog.projections.rows import to_document
-from schedlog.projections.view import TABLE
+from schedlog.projections.schema import COUNTS, LINKS, TABLE
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from eventsourcing.sqlite import SQLiteDatastore
 
-__all__ = ["DueJob", "Page", "ScheduledFunctions", "history_entries"]
+__all__ = ["DueJob", "Page", "ScheduledFunctions", "Stats", "health_of", "history_entries"]
 
 MAX_LIMIT = 1000
 _ORDERS = {"asc": ("ASC", ">"), "desc": ("DESC", "<")}
@@ -32,6 +32,27 @@ class Page:
 
     items: list[dict[str, Any]]
     cursor: str | None
+
+
+HEALTHY_LAG_MS = 20_000
+WARNING_LAG_MS = 300_000
+
+
+def health_of(lag_ms: int) -> str:
+    """Return Convex's health word for a scheduler lag: healthy, warning or error."""
+    if lag_ms <= HEALTHY_LAG_MS:
+        return "healthy"
+    return "warning" if lag_ms <= WARNING_LAG_MS else "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Counts of jobs by state, the lag of the oldest due job not started, and a health word."""
+
+    counts: dict[str, int]
+    lag_ms: int
+    running: int
+    health: str
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -60,8 +81,12 @@ def _decode_cursor(cursor: str) -> tuple[int, int]:
 class ScheduledFunctions:
     """Reads the `_scheduled_functions` view: `get` one document, `query` pages of them."""
 
-    def __init__(self, datastore: SQLiteDatastore) -> None:
+    def __init__(
+        self, datastore: SQLiteDatastore, table: str = TABLE, *, counted: bool = True
+    ) -> None:
         self._datastore = datastore
+        self._table = table
+        self._counted = counted  # the live view keeps counts by trigger; a replayed one does not
 
     def _rows(self, sql: str, params: Iterable[object]) -> list[Any]:
         with self._datastore.transaction(commit=False) as c:
@@ -72,7 +97,7 @@ class ScheduledFunctions:
         """Return the document of `job_id`, or None if there is none (S30: reads own writes)."""
         if not is_text(job_id):
             raise InvalidQueryError(f"job id must be a str, got {type(job_id).__name__}")
-        rows = self._rows(f"SELECT * FROM {TABLE} WHERE id = ?", [job_id])  # noqa: S608
+        rows = self._rows(f"SELECT * FROM {self._table} WHERE id = ?", [job_id])  # noqa: S608
         return to_document(rows[0]) if rows else None
 
     def query(  # noqa: PLR0913, PLR0917 - the filters of semantics.md
@@ -84,12 +109,19 @@ class ScheduledFunctions:
         order: str = "asc",
         limit: int = 100,
         cursor: str | None = None,
+        parent_id: str | None = None,
     ) -> Page:
         """Return a page of documents by `scheduledTime`, then scheduling order.
 
-        `scheduled_after_ms` is inclusive, `scheduled_before_ms` exclusive.
+        `scheduled_after_ms` is inclusive, `scheduled_before_ms` exclusive; `parent_id` keeps
+        the jobs that job scheduled.
         """
         where, params = self._filters(state, name, scheduled_after_ms, scheduled_before_ms)
+        if parent_id is not None:
+            if not is_text(parent_id):
+                raise InvalidQueryError(f"parent_id must be a job id, got {parent_id!r}")
+            where.append("parent_id = ?")
+            params.append(parent_id)
         if order not in _ORDERS:
             raise InvalidQueryError(f"order must be 'asc' or 'desc', got {order!r}")
         direction, cmp = _ORDERS[order]
@@ -99,7 +131,7 @@ class ScheduledFunctions:
             where.append(f"(scheduled_time, seq) {cmp} (?, ?)")
             params.extend(_decode_cursor(cursor))
         sql = (
-            f"SELECT * FROM {TABLE}"  # noqa: S608 - every value is a parameter
+            f"SELECT * FROM {self._table}"  # noqa: S608 - every value is a parameter
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + f" ORDER BY scheduled_time {direction}, seq {direction} LIMIT ?"
         )
@@ -149,7 +181,7 @@ class ScheduledFunctions:
         """
         keyset = "" if after is None else " AND (run_at, seq) > (?, ?)"
         rows = self._rows(
-            f"SELECT id, run_at, seq FROM {TABLE} WHERE state = 'pending' AND run_at < ?"  # noqa: S608
+            f"SELECT id, run_at, seq FROM {self._table} WHERE state = 'pending' AND run_at < ?"  # noqa: S608
             f"{keyset} ORDER BY run_at, seq LIMIT ?",
             [before_ms, *(after or ()), limit],
         )
@@ -158,17 +190,44 @@ class ScheduledFunctions:
     def due_job(self, job_id: str) -> DueJob | None:
         """Return `job_id` as the timer sees it, if it is pending."""
         rows = self._rows(
-            f"SELECT id, run_at, seq FROM {TABLE} WHERE id = ? AND state = 'pending'",  # noqa: S608
+            f"SELECT id, run_at, seq FROM {self._table} WHERE id = ? AND state = 'pending'",  # noqa: S608
             [job_id],
         )
         return DueJob(rows[0]["run_at"], rows[0]["seq"], rows[0]["id"]) if rows else None
+
+    def children(self, job_id: str) -> list[str]:
+        """Return the ids of the jobs `job_id` scheduled, in scheduling order (kept for good)."""
+        rows = self._rows(
+            f"SELECT child_id FROM {LINKS} WHERE parent_id = ? ORDER BY seq",  # noqa: S608
+            [job_id],
+        )
+        return [r["child_id"] for r in rows]
+
+    def stats(self, now_ms: int) -> Stats:
+        """Return counts by state, the scheduler's lag and how many jobs are running."""
+        with self._datastore.transaction(commit=False) as c:
+            if self._counted:
+                c.execute(f"SELECT state, n FROM {COUNTS}")  # noqa: S608
+            else:
+                c.execute(f"SELECT state, COUNT(*) AS n FROM {self._table} GROUP BY state")  # noqa: S608
+            counts = dict.fromkeys(sorted(_STATES), 0)
+            counts.update({r["state"]: r["n"] for r in c.fetchall()})
+            c.execute(
+                f"SELECT run_at FROM {self._table} WHERE state = 'pending' AND run_at <= ? "  # noqa: S608
+                "ORDER BY run_at LIMIT 1",
+                [now_ms],
+            )
+            row = c.fetchone()
+        lag = 0 if row is None else now_ms - row["run_at"]
+        return Stats(counts, lag, counts[JobState.IN_PROGRESS.value], health_of(lag))
 
     def unfinished_ids(self, name: str | None, before_ms: float | None) -> list[str]:
         """Return the ids of pending and running jobs matching the filters (for cancel_all)."""
         where, params = self._filters(None, name, None, before_ms)
         where.append("state IN ('pending', 'inProgress')")
         rows = self._rows(
-            f"SELECT id FROM {TABLE} WHERE {' AND '.join(where)} ORDER BY scheduled_time, seq",  # noqa: S608
+            f"SELECT id FROM {self._table} WHERE {' AND '.join(where)} "  # noqa: S608
+            "ORDER BY scheduled_time, seq",
             params,
         )
         return [r["id"] for r in rows]

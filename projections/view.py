@@ -17,50 +17,52 @@ from eventsourcing.utils import get_topic
 
 from schedlog.events import ScheduledFunction
 from schedlog.projections.rows import COLUMNS, TERMINAL, Change, change_for
+from schedlog.projections.schema import (
+    LINKS,
+    TABLE,
+    count_ddl,
+    index_ddl,
+    links_ddl,
+    table_ddl,
+    trigger_ddl,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from eventsourcing.persistence import StoredEvent
 
-__all__ = ["TABLE", "VIEW_EVENTS", "VIEW_NAME", "ViewRecorder"]
+__all__ = ["JOB_TOPIC_PREFIX", "TABLE", "VIEW_EVENTS", "VIEW_NAME", "ViewRecorder", "apply_change"]
 
-TABLE = "_scheduled_functions_v1"
 VIEW_NAME = "_scheduled_functions_v1"
 """The view's name in the tracking table."""
 VIEW_EVENTS = "schedlog_view_events"
+"""The `save()` keyword that carries the domain events of the jobs being saved."""
 JOB_TOPIC_PREFIX = get_topic(ScheduledFunction) + "."
 """Every event topic of the job aggregate starts with this; the view skips all others."""
-"""The `save()` keyword that carries the domain events of the jobs being saved."""
 
 _DDL = [
-    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-        id TEXT PRIMARY KEY,
-        seq INTEGER NOT NULL,
-        creation_time INTEGER NOT NULL,
-        name TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        args BLOB NOT NULL,
-        kwargs BLOB,
-        scheduled_time INTEGER NOT NULL,
-        run_at INTEGER NOT NULL,
-        completed_time INTEGER,
-        state TEXT NOT NULL,
-        error TEXT,
-        parent_id TEXT,
-        attempt INTEGER NOT NULL,
-        node_id TEXT,
-        lease_until INTEGER,
-        version INTEGER NOT NULL)""",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_by_time ON {TABLE} (scheduled_time, seq)",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_by_state ON {TABLE} (state, scheduled_time, seq)",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_by_name ON {TABLE} (name, scheduled_time, seq)",
-    f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (run_at, seq) WHERE state = 'pending'",
+    table_ddl(TABLE),
+    *index_ddl(TABLE),
+    *count_ddl(),
+    *trigger_ddl(TABLE),
+    *links_ddl(),
 ]
 
-_PLACEHOLDERS = ", ".join("?" * len(COLUMNS))
-_INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({_PLACEHOLDERS})"  # noqa: S608
+_INSERTS: dict[str, str] = {}
+
+
+def _insert_sql(table: str) -> str:
+    sql = _INSERTS.get(table)
+    if sql is None:
+        placeholders = ", ".join("?" * len(COLUMNS))
+        sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
+        _INSERTS[table] = sql
+    return sql
+
+
 _NOT_TERMINAL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
+_LINK = f"INSERT OR IGNORE INTO {LINKS} (parent_id, child_id, seq) VALUES (?, ?, ?)"  # noqa: S608
 
 
 class ViewRecorder(SQLiteProcessRecorder):
@@ -156,20 +158,23 @@ class ViewRecorder(SQLiteProcessRecorder):
         return self.max_tracking_id(VIEW_NAME) or 0
 
 
-def apply_change(c: SQLiteCursor, change: Change) -> None:
-    """Write one change to the view table."""
+def apply_change(c: SQLiteCursor, change: Change, table: str = TABLE) -> None:
+    """Write one change to the view table `table` (and a new job's link to its parent)."""
     if change.insert:
-        c.execute(_INSERT, [change.values[col] for col in COLUMNS])
+        c.execute(_insert_sql(table), [change.values[col] for col in COLUMNS])
+        parent = change.values["parent_id"]
+        if parent is not None:
+            c.execute(_LINK, (parent, change.job_id, change.values["seq"]))
         return
     if change.values:
         cols = ", ".join(f"{k} = ?" for k in change.values)
         c.execute(
-            f"UPDATE {TABLE} SET {cols} WHERE id = ?",  # noqa: S608 - column names are ours
+            f"UPDATE {table} SET {cols} WHERE id = ?",  # noqa: S608 - column names are ours
             [*change.values.values(), change.job_id],
         )
     if change.guarded:
         cols = ", ".join(f"{k} = ?" for k in change.guarded)
         c.execute(
-            f"UPDATE {TABLE} SET {cols} WHERE id = ? AND {_NOT_TERMINAL}",  # noqa: S608
+            f"UPDATE {table} SET {cols} WHERE id = ? AND {_NOT_TERMINAL}",  # noqa: S608
             [*change.guarded.values(), change.job_id],
         )

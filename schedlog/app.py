@@ -35,7 +35,9 @@ from schedlog.errors import (
 )
 from schedlog.events import FunctionKind
 from schedlog.events.validation import is_plain_int
-from schedlog.projections.queries import DueJob, history_entries
+from schedlog.projections.queries import DueJob, Stats, history_entries
+from schedlog.projections.replay import AsOfView, build_as_of, prune, rebuild
+from schedlog.projections.schema import TABLE
 from schedlog.registry import Registry
 from schedlog.store import open_store, parse_store_url
 
@@ -56,6 +58,8 @@ F = TypeVar("F", bound="Callable[..., Any]")
 
 
 _RUNNING: weakref.WeakSet[App] = weakref.WeakSet()
+DEFAULT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
+RETENTION_BATCH = 1_000
 
 
 @atexit.register
@@ -90,6 +94,8 @@ class App:
         clock: where time comes from; `SystemClock()` by default, `FakeClock` in tests.
         max_concurrency: how many functions may run at once (S13).
         lease_ms: how long an action's claim lasts unless its node is seen alive (S19).
+        retention_ms: how long finished jobs stay in the view (S28; default 7 days; None keeps
+            them); the log, and so `history`, keeps everything.
 
     """
 
@@ -99,6 +105,7 @@ class App:
         clock: Clock | None = None,
         max_concurrency: int = 8,
         lease_ms: int = DEFAULT_LEASE_MS,
+        retention_ms: int | None = DEFAULT_RETENTION_MS,
     ) -> None:
         if (
             not is_plain_int(max_concurrency) or not 1 <= max_concurrency <= 256  # noqa: PLR2004
@@ -113,6 +120,11 @@ class App:
         if not is_plain_int(lease_ms) or lease_ms < 100:  # noqa: PLR2004
             raise ConfigurationError(f"lease_ms must be an int >= 100, got {lease_ms!r}")
         self.lease_ms = lease_ms
+        if retention_ms is not None and (not is_plain_int(retention_ms) or retention_ms < 0):
+            raise ConfigurationError(
+                f"retention_ms must be an int >= 0 or None (keep forever), got {retention_ms!r}"
+            )
+        self.retention_ms = retention_ms
         self.node_id = make_node_id()
         self.registry = Registry()
         self.scheduler = AppScheduler(self)
@@ -166,6 +178,69 @@ class App:
                 self._timer.tell(JobsScheduled(tuple(jobs)))
             except pykka.ActorDeadError:
                 log.exception("timer is dead; jobs saved but not started")
+
+    def children(self, job_id: str) -> list[str]:
+        """Return the ids of the jobs `job_id` scheduled, in order (kept after retention)."""
+        if self.store.load_job(job_id) is None:
+            raise JobNotFoundError(str(job_id))
+        return self.scheduled_functions.children(job_id)
+
+    def stats(self) -> Stats:
+        """Return counts by state, the scheduler's lag, how many run, and a health word."""
+        return self.scheduled_functions.stats(self.clock.now_ms())
+
+    @overload
+    def replay(
+        self, as_of: None = None, *, progress: Callable[[int, int], None] | None = None
+    ) -> int: ...
+    @overload
+    def replay(
+        self, as_of: int, *, progress: Callable[[int, int], None] | None = None
+    ) -> AsOfView: ...
+    def replay(
+        self, as_of: int | None = None, *, progress: Callable[[int, int], None] | None = None
+    ) -> int | AsOfView:
+        """Rebuild the view from the log (S27), or build a separate one as of `as_of` (ms).
+
+        Without `as_of`, the live view is dropped and rebuilt, and the number of job events
+        applied is returned. With it, the live view is left alone and a read-only view with the
+        same `get` / `query` is returned, as it stood at that instant; close it when done.
+        `progress(read, total)` is called after each page of the log.
+        """
+        recorder = self.store.view_recorder
+        decode = self.store.mapper.to_domain_event
+        if as_of is None:
+            return rebuild(
+                recorder,
+                decode,
+                retain_after_ms=self._retain_after(self.clock.now_ms()),
+                progress=progress,
+            )
+        if not is_plain_int(as_of):
+            raise ConfigurationError(f"as_of must be epoch milliseconds (int), got {as_of!r}")
+        return build_as_of(
+            recorder,
+            decode,
+            as_of,
+            retain_after_ms=self._retain_after(as_of),
+            progress=progress,
+        )
+
+    def _retain_after(self, now_ms: int) -> int | None:
+        return None if self.retention_ms is None else now_ms - self.retention_ms
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Remove finished jobs older than the retention from the view, in batches (S28)."""
+        before = self._retain_after(now_ms)
+        if before is None:
+            return 0
+        removed = 0
+        while True:
+            with self.store.view_recorder.datastore.transaction(commit=True) as c:
+                batch = prune(c, TABLE, before, RETENTION_BATCH)
+            removed += batch
+            if batch < RETENTION_BATCH:
+                return removed
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         """Return the job's events, oldest first, each with `type`, `time` and its data (S29)."""

@@ -1,0 +1,155 @@
+"""Replay, views as of an instant, retention, stats and links (S27-S29)."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import pytest
+
+from schedlog import App
+from schedlog.projections.schema import TABLE
+from schedlog.testing import FakeClock
+from tests.integration.helpers import state
+
+T0 = 1_800_000_000_000
+DAY = 24 * 60 * 60 * 1000
+
+
+def table(app: App) -> dict[str, dict[str, Any]]:
+    with sqlite3.connect(app.store_config.sqlite_dbname) as db:
+        db.row_factory = sqlite3.Row
+        return {r["id"]: dict(r) for r in db.execute(f"SELECT * FROM {TABLE}")}  # noqa: S608
+
+
+def snapshot(view: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    page = view.query(limit=1000)
+    items += page.items
+    while page.cursor is not None:
+        page = view.query(limit=1000, cursor=page.cursor)
+        items += page.items
+    return items
+
+
+@pytest.fixture
+def busy(app: App, clock: FakeClock) -> dict[str, str]:
+    """A store with every kind of history: success, failure, cancel, children, pending."""
+
+    @app.mutation(name="jobs:parent")
+    def parent(ctx) -> None:
+        ctx.scheduler.run_after(1_000, "jobs:child", 1)
+        ctx.scheduler.run_after(2_000, "jobs:child", 2)
+
+    @app.action(name="jobs:child")
+    def child(ctx, n: int) -> None:
+        if n == 2:
+            msg = "child two fails"
+            raise RuntimeError(msg)
+
+    ids = {
+        "parent": app.scheduler.run_after(100, parent),
+        "canceled": app.scheduler.run_after(500, child, 0),
+        "later": app.scheduler.run_after(DAY, child, 3),
+    }
+    app.scheduler.cancel(ids["canceled"])
+    app.start()
+    for step in (100, 1_000, 1_000):
+        clock.advance(step)
+        app.wait_until_idle()
+    return ids
+
+
+def test_replay_rebuilds_exactly_the_live_view_s27(app: App, busy: dict[str, str]) -> None:
+    before = table(app)
+    docs_before = snapshot(app.scheduled_functions)
+    stats_before = app.stats()
+    applied = app.replay()
+    assert applied == sum(len(app.history(job_id)) for job_id in before)
+    assert table(app) == before
+    assert snapshot(app.scheduled_functions) == docs_before
+    assert app.stats() == stats_before
+    again = app.scheduler.run_after(0, "jobs:child", 1)  # the live path goes on after the swap
+    app.wait_until_idle()
+    assert state(app, again) == "success"
+    assert app.stats().counts["success"] == stats_before.counts["success"] + 1
+
+
+def test_replay_as_of_a_past_instant_leaves_the_live_view_alone_s27(
+    app: App, clock: FakeClock, busy: dict[str, str]
+) -> None:
+    live = snapshot(app.scheduled_functions)
+    with app.replay(as_of=T0 + 100) as past:
+        docs = {d["_id"]: d for d in snapshot(past)}
+        assert docs[busy["parent"]]["state"] == {"kind": "success"}
+        assert docs[busy["canceled"]]["state"] == {"kind": "canceled"}
+        children = [d for d in docs.values() if d["name"] == "jobs:child" and d["args"] != [0]]
+        assert sorted(d["args"][0] for d in children) == [1, 2, 3]
+        assert {d["_id"]: d["state"]["kind"] for d in children if d["args"] != [3]} == {
+            d["_id"]: "pending" for d in children if d["args"] != [3]
+        }  # at T0+100 the children were born, none had run
+        assert past.get(busy["later"])["state"] == {"kind": "pending"}  # type: ignore[index]
+    with app.replay(as_of=T0 - 1) as before_anything:
+        assert snapshot(before_anything) == []
+    assert snapshot(app.scheduled_functions) == live
+
+
+def test_progress_is_reported_per_page(app: App, busy: dict[str, str]) -> None:
+    seen: list[tuple[int, int]] = []
+    app.replay(progress=lambda done, total: seen.append((done, total)))
+    assert seen
+    assert seen[-1][0] == seen[-1][1] > 0
+
+
+def test_retention_removes_finished_jobs_from_the_view_not_the_log_s28(
+    app: App, clock: FakeClock, busy: dict[str, str]
+) -> None:
+    parent = busy["parent"]
+    history = app.history(parent)
+    children = app.children(parent)
+    assert len(children) == 2
+    clock.advance(7 * DAY - 3_000)
+    app.wait_until_idle()
+    assert app.scheduled_functions.get(parent) is not None  # not yet 7 days since completion
+    clock.advance(1_000)
+    app.wait_until_idle()
+    assert app.scheduled_functions.get(parent) is None  # left the view...
+    assert app.history(parent) == history  # ...but its history stays
+    assert app.children(parent) == children  # and so do its links
+    assert app.scheduled_functions.get(busy["later"]) is not None  # ran after a day: kept
+    counts = app.stats().counts
+    assert sum(counts.values()) == len(snapshot(app.scheduled_functions))
+    live = table(app)
+    app.replay()  # a rebuild applies the same retention
+    assert table(app) == live
+
+
+def test_stats_counts_lag_and_health(app: App, clock: FakeClock) -> None:
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+    for delay in (0, 0, 50_000):
+        app.scheduler.run_after(delay, a)
+    stats = app.stats()
+    assert stats.counts["pending"] == 3
+    assert (stats.lag_ms, stats.running, stats.health) == (0, 0, "healthy")
+    clock.advance(30_000)  # nothing runs: the runtime is not started
+    assert (app.stats().lag_ms, app.stats().health) == (30_000, "warning")
+    clock.advance(300_000)
+    assert app.stats().health == "error"
+    app.start()
+    app.wait_until_idle()
+    stats = app.stats()
+    assert stats.counts["success"] == 3
+    assert stats.counts["pending"] == 0
+    assert stats.lag_ms == 0
+
+
+def test_query_by_parent_and_children(app: App, busy: dict[str, str]) -> None:
+    parent = busy["parent"]
+    docs = app.scheduled_functions.query(parent_id=parent).items
+    assert [d["_id"] for d in docs] == app.children(parent)
+    assert [d["args"] for d in docs] == [[1], [2]]
+    assert app.scheduled_functions.query(parent_id=busy["canceled"]).items == []
+    assert app.history(docs[0]["_id"])[0]["parent_id"] == parent
