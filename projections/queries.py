@@ -17,7 +17,7 @@ from schedlog.projections.schema import COUNTS, LINKS, TABLE
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from eventsourcing.sqlite import SQLiteDatastore
+    from schedlog.projections.sql import Db
 
 __all__ = ["DueJob", "Page", "ScheduledFunctions", "Stats", "health_of", "history_entries"]
 
@@ -81,15 +81,13 @@ def _decode_cursor(cursor: str) -> tuple[int, int]:
 class ScheduledFunctions:
     """Reads the `_scheduled_functions` view: `get` one document, `query` pages of them."""
 
-    def __init__(
-        self, datastore: SQLiteDatastore, table: str = TABLE, *, counted: bool = True
-    ) -> None:
-        self._datastore = datastore
+    def __init__(self, db: Db, table: str = TABLE, *, counted: bool = True) -> None:
+        self._db = db
         self._table = table
         self._counted = counted  # the live view keeps counts by trigger; a replayed one does not
 
     def _rows(self, sql: str, params: Iterable[object]) -> list[Any]:
-        with self._datastore.transaction(commit=False) as c:
+        with self._db.transaction(commit=False) as c:
             c.execute(sql, list(params))
             return list(c.fetchall())
 
@@ -205,7 +203,7 @@ class ScheduledFunctions:
 
     def stats(self, now_ms: int) -> Stats:
         """Return counts by state, the scheduler's lag and how many jobs are running."""
-        with self._datastore.transaction(commit=False) as c:
+        with self._db.transaction(commit=False) as c:
             if self._counted:
                 c.execute(f"SELECT state, n FROM {COUNTS}")  # noqa: S608
             else:

@@ -1,54 +1,63 @@
-"""The `_scheduled_functions` table, each event applied together with its tracking row (read side).
+"""The `_scheduled_functions` view, each event applied with the view's position (read side).
 
-`ViewRecorder` is the store's application recorder: every insert of events also applies their
-view changes and advances the view's tracking position, in the same transaction. The view can
-therefore never lag or diverge from the log, and a conflicting save rolls both back. Events that
-reached the log some other way (a gap before this insert) are folded in first, in log order, so
-every event is applied exactly once and in global order (S26).
+The store's application recorder keeps the view: every insert of events also applies their view
+changes and advances the view's position, in the same transaction, on SQLite
+(`ViewRecorder._insert_events`) and on PostgreSQL (`PgViewRecorder`, after the event ids are
+issued under the library's table lock, so in log order). The view can therefore never lag or
+diverge from the log, and a conflicting save rolls both back. Events that reached the log some
+other way (a gap before this insert) are folded in first, in log order, so every event is applied
+exactly once and in global order (S26).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
+from uuid import UUID
 
-from eventsourcing.persistence import Notification, Tracking
-from eventsourcing.sqlite import SQLiteCursor, SQLiteProcessRecorder
+from eventsourcing.persistence import Notification
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
+from psycopg.sql import SQL, Composed
 
 from schedlog.events import ScheduledFunction
 from schedlog.projections.rows import COLUMNS, TERMINAL, Change, change_for
-from schedlog.projections.schema import (
-    LINKS,
-    TABLE,
-    count_ddl,
-    index_ddl,
-    links_ddl,
-    table_ddl,
-    trigger_ddl,
-)
+from schedlog.projections.schema import LINKS, POSITION, TABLE, view_ddl
+from schedlog.projections.sql import Cur, Db, Dialect
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     from eventsourcing.persistence import StoredEvent
+    from eventsourcing.postgres import PostgresDatastore
+    from psycopg import Cursor
+    from psycopg.rows import DictRow
 
-__all__ = ["JOB_TOPIC_PREFIX", "TABLE", "VIEW_EVENTS", "VIEW_NAME", "ViewRecorder", "apply_change"]
+__all__ = [
+    "JOB_TOPIC_PREFIX",
+    "TABLE",
+    "VIEW_EVENTS",
+    "VIEW_NAME",
+    "PgViewRecorder",
+    "ViewKeeper",
+    "ViewRecorder",
+    "apply_change",
+    "notification_of",
+]
 
 VIEW_NAME = "_scheduled_functions_v1"
-"""The view's name in the tracking table."""
+"""The view's name in the position table."""
 VIEW_EVENTS = "schedlog_view_events"
 """The `save()` keyword that carries the domain events of the jobs being saved."""
 JOB_TOPIC_PREFIX = get_topic(ScheduledFunction) + "."
 """Every event topic of the job aggregate starts with this; the view skips all others."""
 
-_DDL = [
-    table_ddl(TABLE),
-    *index_ddl(TABLE),
-    *count_ddl(),
-    *trigger_ddl(TABLE),
-    *links_ddl(),
-]
-
+_NOT_TERMINAL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
+_LINK = f"INSERT INTO {LINKS} (parent_id, child_id, seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"  # noqa: S608
+_SET_POSITION = (
+    f"INSERT INTO {POSITION} (view, position) VALUES (?, ?) "  # noqa: S608
+    "ON CONFLICT (view) DO UPDATE SET position = excluded.position"
+)
 _INSERTS: dict[str, str] = {}
 
 
@@ -61,29 +70,37 @@ def _insert_sql(table: str) -> str:
     return sql
 
 
-_NOT_TERMINAL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
-_LINK = f"INSERT OR IGNORE INTO {LINKS} (parent_id, child_id, seq) VALUES (?, ?, ?)"  # noqa: S608
+def notification_of(row: Any, position_column: str) -> Notification:
+    """Return a stored event row (of either database) as a Notification."""
+    originator_id = row["originator_id"]
+    return Notification(
+        id=row[position_column],
+        originator_id=originator_id if isinstance(originator_id, UUID) else UUID(originator_id),
+        originator_version=row["originator_version"],
+        topic=row["topic"],
+        state=bytes(row["state"]),
+    )
 
 
-class ViewRecorder(SQLiteProcessRecorder):
-    """Records events and tracking, and keeps `_scheduled_functions` in the same transaction."""
+class ViewKeeper:
+    """What both recorders share: apply a save's job events to the view, and track its position."""
 
+    dialect: ClassVar[Dialect]
+    events_table_name: str
     decode: Callable[[Notification], object] | None = None
-    """Turns a stored notification into a domain event; set by the store (used for gaps only)."""
+    """Turns a stored notification into a domain event; set by the store."""
 
-    def construct_create_table_statements(self) -> list[str]:
-        """Add the view's table and indexes to the events and tracking tables."""
-        return [*super().construct_create_table_statements(), *_DDL]
+    @property
+    def db(self) -> Db:
+        """The view's database: the store's own."""
+        raise NotImplementedError
 
-    def _insert_events(
-        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        ids = super()._insert_events(c, stored_events, **kwargs)
-        if not ids:
-            return ids
-        position = self._max_tracking_id(VIEW_NAME, c) or 0
-        if ids[0] != position + 1:
-            self._fold_notifications(c, position, ids[0] - 1)
+    def _keep_view(
+        self, cur: Cur, stored_events: Sequence[StoredEvent], ids: Sequence[int], kwargs: Any
+    ) -> None:
+        position = read_position(cur)
+        if ids[0] > position + 1:
+            self._fold(cur, position, ids[0] - 1)
         given = {
             (str(e.originator_id), e.originator_version): e for e in kwargs.get(VIEW_EVENTS, ())
         }
@@ -92,73 +109,143 @@ class ViewRecorder(SQLiteProcessRecorder):
                 continue
             event = given.get((str(stored.originator_id), stored.originator_version))
             if event is None:  # saved without its domain event at hand: decode it
-                event = self._decode(self._stored_notification(stored, nid))
+                event = self._decode(
+                    Notification(
+                        id=nid,
+                        originator_id=stored.originator_id,
+                        originator_version=stored.originator_version,
+                        topic=stored.topic,
+                        state=stored.state,
+                    )
+                )
             change = change_for(event, nid)
             if change is not None:
-                apply_change(c, change)
-        self._insert_tracking(c, Tracking(VIEW_NAME, ids[-1]))
-        return ids
+                apply_change(cur, change)
+        cur.execute(_SET_POSITION, (VIEW_NAME, ids[-1]))
 
     def _decode(self, notification: Notification) -> object:
         if self.decode is None:
-            msg = "ViewRecorder.decode is not set; the store must set it"
+            msg = "the view recorder's decode is not set; the store must set it"
             raise RuntimeError(msg)
         return self.decode(notification)
 
-    @staticmethod
-    def _stored_notification(stored: StoredEvent, nid: int) -> Notification:
-        return Notification(
-            id=nid,
-            originator_id=stored.originator_id,
-            originator_version=stored.originator_version,
-            topic=stored.topic,
-            state=stored.state,
-        )
-
-    def _fold_notifications(self, c: SQLiteCursor, after: int, upto: int) -> None:
+    def _fold(self, cur: Cur, after: int, upto: int) -> None:
         """Apply the events in (after, upto] that reached the log without this recorder."""
-        c.execute(
-            f"SELECT rowid, * FROM {self.events_table_name} WHERE rowid > ? AND rowid <= ? "  # noqa: S608
-            "ORDER BY rowid",
+        pos = self.db.position_column
+        cur.execute(
+            f"SELECT {pos}, originator_id, originator_version, topic, state "  # noqa: S608
+            f"FROM {self.events_table_name} WHERE {pos} > ? AND {pos} <= ? ORDER BY {pos}",
             (after, upto),
         )
-        for row in c.fetchall():
-            notification = self._notification(row)
-            if not notification.topic.startswith(JOB_TOPIC_PREFIX):
+        for row in cur.fetchall():
+            if not row["topic"].startswith(JOB_TOPIC_PREFIX):
                 continue
+            notification = notification_of(row, pos)
             change = change_for(self._decode(notification), notification.id)
             if change is not None:
-                apply_change(c, change)
-
-    def _notification(self, row: Any) -> Notification:
-        return Notification(
-            id=row["rowid"],
-            originator_id=self.convert_originator_id(row["originator_id"]),
-            originator_version=row["originator_version"],
-            topic=row["topic"],
-            state=row["state"],
-        )
+                apply_change(cur, change)
 
     def catch_up(self, batch: int = 1000) -> int:
         """Fold every event after the view's position into it; return how many were read."""
         done = 0
+        pos = self.db.position_column
         while True:
-            with self.datastore.transaction(commit=True) as c:
-                position = self._max_tracking_id(VIEW_NAME, c) or 0
-                last = self._max_notification_id(c) or 0
+            with self.db.transaction(commit=True) as cur:
+                position = read_position(cur)
+                cur.execute(f"SELECT MAX({pos}) AS last FROM {self.events_table_name}")  # noqa: S608
+                last = cur.fetchone()["last"] or 0
                 upto = min(last, position + batch)
                 if upto <= position:
                     return done
-                self._fold_notifications(c, position, upto)
-                self._insert_tracking(c, Tracking(VIEW_NAME, upto))
+                self._fold(cur, position, upto)
+                cur.execute(_SET_POSITION, (VIEW_NAME, upto))
                 done += upto - position
 
     def position(self) -> int:
         """Return the id of the last notification applied to the view (0 if none)."""
-        return self.max_tracking_id(VIEW_NAME) or 0
+        with self.db.transaction(commit=False) as cur:
+            return read_position(cur)
 
 
-def apply_change(c: SQLiteCursor, change: Change, table: str = TABLE) -> None:
+def read_position(cur: Cur) -> int:
+    """Return the view's position in the log (0 before any event)."""
+    cur.execute(f"SELECT position FROM {POSITION} WHERE view = ?", (VIEW_NAME,))  # noqa: S608
+    row = cur.fetchone()
+    return 0 if row is None else int(row["position"])
+
+
+class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
+    """SQLite: records events, and keeps `_scheduled_functions` in the same transaction."""
+
+    dialect = Dialect.SQLITE
+
+    @property
+    def db(self) -> Db:
+        """The SQLite datastore, where event positions are rowids."""
+        return Db(self.datastore, Dialect.SQLITE, self.events_table_name, "rowid")
+
+    def construct_create_table_statements(self) -> list[str]:
+        """Add the view's tables, indexes and triggers to the events table."""
+        return [*super().construct_create_table_statements(), *view_ddl(Dialect.SQLITE)]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._insert_events(c, stored_events, **kwargs)
+        if ids:
+            self._keep_view(Cur(c, Dialect.SQLITE), stored_events, ids, kwargs)
+        return ids
+
+
+class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
+    """PostgreSQL: records events, and keeps `_scheduled_functions` in the same transaction."""
+
+    dialect = Dialect.POSTGRES
+
+    def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
+        super().__init__(datastore, **kwargs)
+        schema = datastore.schema
+        self.sql_create_statements.extend(
+            Composed([SQL(f'SET search_path TO "{schema}"; {statement}')])
+            for statement in view_ddl(Dialect.POSTGRES)
+        )
+
+    @property
+    def db(self) -> Db:
+        """The PostgreSQL datastore, in its schema, where event positions are notification ids."""
+        return Db(
+            self.datastore,
+            Dialect.POSTGRES,
+            self.events_table_name,
+            "notification_id",
+            self.datastore.schema,
+        )
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """Insert events and keep the view, in one plain transaction.
+
+        The library inserts in psycopg's pipeline mode; with the view's writes added, that hung
+        on saves of a few MiB (seen with two 3 MiB jobs). A plain transaction does the same
+        steps in the same order: the table lock, NOTIFY, the insert, the ids, then the view.
+        """
+        if not stored_events:
+            return []
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            self._insert_stored_events(curs, stored_events, **kwargs)
+            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        if ids:  # still inside the insert's transaction, under its table lock
+            self._keep_view(self.db.cursor_of(curs), stored_events, ids, kwargs)
+        return ids
+
+
+def apply_change(c: Cur, change: Change, table: str = TABLE) -> None:
     """Write one change to the view table `table` (and a new job's link to its parent)."""
     if change.insert:
         c.execute(_insert_sql(table), [change.values[col] for col in COLUMNS])

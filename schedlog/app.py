@@ -207,11 +207,11 @@ class App:
         same `get` / `query` is returned, as it stood at that instant; close it when done.
         `progress(read, total)` is called after each page of the log.
         """
-        recorder = self.store.view_recorder
+        db = self.store.db
         decode = self.store.mapper.to_domain_event
         if as_of is None:
             return rebuild(
-                recorder,
+                db,
                 decode,
                 retain_after_ms=self._retain_after(self.clock.now_ms()),
                 progress=progress,
@@ -219,7 +219,7 @@ class App:
         if not is_plain_int(as_of):
             raise ConfigurationError(f"as_of must be epoch milliseconds (int), got {as_of!r}")
         return build_as_of(
-            recorder,
+            db,
             decode,
             as_of,
             retain_after_ms=self._retain_after(as_of),
@@ -236,7 +236,7 @@ class App:
             return 0
         removed = 0
         while True:
-            with self.store.view_recorder.datastore.transaction(commit=True) as c:
+            with self.store.db.transaction(commit=True) as c:
                 batch = prune(c, TABLE, before, RETENTION_BATCH)
             removed += batch
             if batch < RETENTION_BATCH:
@@ -422,3 +422,5 @@ class App:
         if self._timer is not timer:  # stopped meanwhile: the timer let its waiters go
             raise RuntimeClosedError("the runtime stopped while waiting for it")
         self.check_accepting()
+        # Jobs that finished while settling may be due for retention at this very instant.
+        self.apply_retention(self.clock.now_ms())

@@ -1,7 +1,8 @@
-"""The `schedlog` command line: demo, run, ls, show, history, cancel; the only module that prints.
+"""The `schedlog` command line: demo, run, ls, show, history, cancel, cancel-all, replay, stats.
 
-`--json` prints one JSON document (orjson) per command; otherwise tables (rich). Any
-`SchedlogError` becomes a one-line message on stderr and exit status 1.
+The only module that prints. `--json` (before or after the command) prints one JSON document
+(orjson); otherwise tables (rich, built by `cli_render`). Any `SchedlogError`, and a bad TIME,
+becomes a one-line message on stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -13,18 +14,15 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
-from schedlog.app import App
+from schedlog import cli_render as render
+from schedlog.app import DEFAULT_RETENTION_MS, App
 from schedlog.demo import DEFAULT_DEMO_PATH, run_demo
 from schedlog.errors import ConfigurationError, JobNotFoundError, SchedlogError
 from schedlog.events import JobState
@@ -41,9 +39,11 @@ log = logging.getLogger(__name__)
 
 HEALTH_CHECK_S = 1.0
 """How often `schedlog run` checks that its runtime is still alive while it waits for a signal."""
-PAGE_MAX = 1000
-PIPE_WIDTH = 200
 STATES = [s.value for s in JobState]
+STATE_OPTION = click.option(
+    "--state", type=click.Choice(STATES), default=None, help="Only jobs in this state."
+)
+NAME_OPTION = click.option("--name", default=None, help="Only jobs of this function name.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ class _Group(click.Group):
             raise click.ClickException(str(e)) from e
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, epilog=render.TIME_HELP)
 @click.option(
     "--store",
     metavar="URL",
@@ -95,106 +95,20 @@ def main(ctx: click.Context, store: str | None, as_json: bool) -> None:
 # Output helpers.
 
 
-def _console() -> Console:
-    # Piped output gets wide tables rather than rich's default of 80 columns.
-    wide = not sys.stdout.isatty() and "COLUMNS" not in os.environ
-    return Console(width=PIPE_WIDTH if wide else None, highlight=False)
-
-
 def _emit_json(value: object) -> None:
     click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode())
-
-
-def iso_ms(ms: float | None) -> str:
-    """Format epoch milliseconds as ISO 8601 UTC (`2027-01-01T00:00:00.000Z`); '' for None."""
-    if ms is None:
-        return ""
-    moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _add_row(table: Table, *cells: str) -> None:
-    table.add_row(*(Text(cell) for cell in cells))  # Text: no rich markup in user data
-
-
-def _first_line(text: str | None) -> str:
-    return text.splitlines()[0] if text else ""
-
-
-def _documents_table(title: str, documents: list[dict[str, Any]]) -> Table:
-    table = Table(title=Text(title))
-    for column in ("id", "name", "state", "scheduledTime", "completedTime", "error"):
-        table.add_column(column, overflow="fold")
-    for doc in documents:
-        state = doc["state"]
-        _add_row(
-            table,
-            doc["_id"],
-            doc["name"],
-            state["kind"],
-            iso_ms(doc["scheduledTime"]),
-            iso_ms(doc.get("completedTime")),
-            _first_line(state.get("error")),
-        )
-    return table
-
-
-def _details(entry: dict[str, Any]) -> str:
-    parts = []
-    for key, value in entry.items():
-        if key in {"type", "time", "version"} or value is None or value in ({}, []):
-            continue
-        if key.endswith("_ms") and isinstance(value, (int, float)):
-            text = iso_ms(value)
-        elif isinstance(value, str):
-            text = _first_line(value)
-        else:
-            text = orjson.dumps(value, default=str).decode()
-        parts.append(f"{key}={text}")
-    return " ".join(parts)
-
-
-def _history_table(title: str, entries: list[dict[str, Any]]) -> Table:
-    table = Table(title=Text(title))
-    for column in ("type", "time", "details"):
-        table.add_column(column, overflow="fold")
-    for entry in entries:
-        _add_row(table, entry["type"], iso_ms(entry["time"]), _details(entry))
-    return table
-
-
-def _document_table(doc: dict[str, Any]) -> Table:
-    table = Table(title=Text(f"scheduled function {doc['_id']}"), show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value", overflow="fold")
-    state = doc["state"]
-    rows = [
-        ("_id", doc["_id"]),
-        ("name", doc["name"]),
-        ("state", state["kind"]),
-        ("args", orjson.dumps(doc.get("args", []), default=str).decode()),
-        ("kwargs", orjson.dumps(doc["kwargs"], default=str).decode() if "kwargs" in doc else ""),
-        ("_creationTime", iso_ms(doc["_creationTime"])),
-        ("scheduledTime", iso_ms(doc["scheduledTime"])),
-        ("completedTime", iso_ms(doc.get("completedTime"))),
-        ("error", state.get("error") or ""),
-    ]
-    for field, value in rows:
-        if value:
-            _add_row(table, field, value)
-    return table
 
 
 # Opening the store for the read and cancel commands.
 
 
 @contextmanager
-def _open_app(options: Options) -> Iterator[App]:
+def _open_app(options: Options, retention_ms: int | None = DEFAULT_RETENTION_MS) -> Iterator[App]:
     """Yield an App on the chosen store, not started; the store must already exist."""
     config = parse_store_url(options.store)
-    if not config.is_memory and not Path(config.sqlite_dbname).exists():
+    if config.sqlite_dbname and not config.is_memory and not Path(config.sqlite_dbname).exists():
         raise ConfigurationError(f"store {config.url!r}: no such file {config.sqlite_dbname!r}")
-    app = App(store=config.url)
+    app = App(store=config.url, retention_ms=retention_ms)
     try:
         yield app
     finally:
@@ -221,6 +135,7 @@ def _get_document(app: App, job_id: str) -> dict[str, Any]:
     show_default=True,
     help="The SQLite file to (re)create for the demo.",
 )
+@render.JSON_FLAG
 @click.pass_obj
 def demo(options: Options, path: Path) -> None:
     """Run a short demo on a fresh SQLite file and print what happened."""
@@ -228,21 +143,17 @@ def demo(options: Options, path: Path) -> None:
         raise click.UsageError("demo always writes a fresh SQLite file: use --path, not --store")
     result = run_demo(path)
     if options.as_json:
+        history = {result.deposit_id: result.deposit_history}
         _emit_json(
-            {
-                "store": result.store_url,
-                "scheduled_functions": result.documents,
-                "history": {result.deposit_id: result.deposit_history},
-                "balance": result.balance,
-            }
+            {"store": result.store_url, "scheduled_functions": result.documents}
+            | {"history": history, "balance": result.balance}
         )
         return
-    console = _console()
+    console = render.console()
     click.echo(f"store: {result.store_url}")
-    console.print(_documents_table("_scheduled_functions", result.documents))
-    console.print(
-        _history_table(f"history of demo:deposit {result.deposit_id}", result.deposit_history)
-    )
+    console.print(render.documents_table("_scheduled_functions", result.documents))
+    title = f"history of demo:deposit {result.deposit_id}"
+    console.print(render.timeline_table(title, result.deposit_history))
     click.echo(f"account balance after demo:deposit: {result.balance} cents")
 
 
@@ -291,7 +202,7 @@ def run(options: Options, target: str, grace: float, log_level: str, max_outage:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         app.start()
-        click.echo(f"schedlog worker {app.node_id} running on {app.store_config.url}")
+        click.echo(f"schedlog worker {app.node_id} running on {app.store_config.safe_url}")
         sys.stdout.flush()
         while not stopping.wait(HEALTH_CHECK_S):
             app.check_accepting()  # a dead runtime raises RuntimeClosedError: exit 1
@@ -330,32 +241,36 @@ def _load_app(target: str) -> App:
     return value
 
 
-@main.command(name="ls")
-@click.option("--state", type=click.Choice(STATES), default=None, help="Only jobs in this state.")
-@click.option("--name", default=None, help="Only jobs of this function name.")
+@main.command(name="ls", epilog=render.TIME_HELP)
+@STATE_OPTION
+@NAME_OPTION
+@click.option("--parent", "parent_id", metavar="ID", default=None, help="Only jobs ID scheduled.")
+@click.option(
+    "--after", "scheduled_after_ms", **render.TIME_OPTION, help="Only jobs due at/after TIME."
+)
+@click.option(
+    "--before", "scheduled_before_ms", **render.TIME_OPTION, help="Only jobs due before TIME."
+)
+@click.option("--order", type=click.Choice(["asc", "desc"]), default="asc", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@render.JSON_FLAG
 @click.pass_obj
-def list_jobs(options: Options, state: str | None, name: str | None, limit: int) -> None:
-    """List scheduled functions by scheduledTime."""
-    documents: list[dict[str, Any]] = []
+def list_jobs(options: Options, /, limit: int, **filters: Any) -> None:
+    """List scheduled functions by scheduledTime (due time), then scheduling order."""
     with _open_app(options) as app:
-        cursor: str | None = None
-        while len(documents) < limit:
-            page = app.scheduled_functions.query(
-                state=state, name=name, limit=min(limit - len(documents), PAGE_MAX), cursor=cursor
-            )
-            documents.extend(page.items)
-            cursor = page.cursor
-            if cursor is None:
-                break
+        parent_id = filters["parent_id"]
+        if parent_id is not None and app.store.load_job(parent_id) is None:
+            raise JobNotFoundError(parent_id)
+        documents, more = render.collect(app.scheduled_functions, limit, **filters)
     if options.as_json:
         _emit_json(documents)
     else:
-        _console().print(_documents_table("_scheduled_functions", documents))
+        render.console().print(render.documents_table("_scheduled_functions", documents, more=more))
 
 
 @main.command()
 @click.argument("job_id", metavar="ID")
+@render.JSON_FLAG
 @click.pass_obj
 def show(options: Options, job_id: str) -> None:
     """Show one scheduled function's document."""
@@ -364,24 +279,34 @@ def show(options: Options, job_id: str) -> None:
     if options.as_json:
         _emit_json(doc)
     else:
-        _console().print(_document_table(doc))
+        render.console().print(render.document_table(doc))
 
 
 @main.command()
 @click.argument("job_id", metavar="ID")
+@render.JSON_FLAG
 @click.pass_obj
 def history(options: Options, job_id: str) -> None:
-    """Show a scheduled function's events, oldest first."""
+    """Show a job's timeline (its events, oldest first), its parent and its children.
+
+    It works after the job has left the view (retention): the log keeps everything.
+    """
     with _open_app(options) as app:
         entries = app.history(job_id)
+        children = app.children(job_id)
+    parent = entries[0].get("parent_id") if entries else None
     if options.as_json:
-        _emit_json(entries)
-    else:
-        _console().print(_history_table(f"history of {job_id}", entries))
+        _emit_json({"id": job_id, "parent": parent, "children": children, "events": entries})
+        return
+    name = entries[0].get("name", "?") if entries else "?"
+    render.console().print(render.timeline_table(f"history of {job_id} ({name})", entries))
+    for line in render.relations(job_id, parent, children):
+        click.echo(line)
 
 
 @main.command()
 @click.argument("job_id", metavar="ID")
+@render.JSON_FLAG
 @click.pass_obj
 def cancel(options: Options, job_id: str) -> None:
     """Cancel a pending or running scheduled function (a finished one is left alone)."""
@@ -395,3 +320,109 @@ def cancel(options: Options, job_id: str) -> None:
         click.echo(f"{job_id}: already {doc['state']['kind']}; nothing to cancel")
     else:
         click.echo(f"{job_id}: {doc['state']['kind']}")
+
+
+@main.command(name="cancel-all", epilog=render.TIME_HELP)
+@NAME_OPTION
+@click.option("--before", **render.TIME_OPTION, help="Only jobs due before TIME.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@render.JSON_FLAG
+@click.pass_obj
+def cancel_all(options: Options, name: str | None, before: int | None, yes: bool) -> None:
+    """Cancel every pending and running job, or those matching --name and --before.
+
+    It asks for confirmation on a terminal; elsewhere (scripts, pipes) it needs --yes.
+    """
+    what = render.cancel_all_subject(name, before)
+    with _open_app(options) as app:
+        matched = len(app.scheduled_functions.unfinished_ids(name, before))
+        if matched and not yes:
+            if sys.stdin is None or not sys.stdin.isatty():
+                raise click.ClickException(
+                    f"not canceling {render.jobs(matched)} ({what}) without confirmation: "
+                    "stdin is not a terminal; pass --yes"
+                )
+            if not click.confirm(f"Cancel {render.jobs(matched)} ({what})?", err=True):
+                raise click.ClickException("not confirmed; nothing canceled")
+        canceled = app.scheduler.cancel_all(name=name, before_ms=before) if matched else 0
+    if options.as_json:
+        _emit_json({"canceled": canceled, "matched": matched, "name": name, "before": before})
+    else:
+        click.echo(f"canceled {render.jobs(canceled)} ({what})")
+
+
+@main.command(epilog=render.TIME_HELP)
+@click.option("--as-of", **render.TIME_OPTION, help="Build the view as it stood at TIME instead.")
+@STATE_OPTION
+@NAME_OPTION
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most [100].")
+@click.option(
+    "--retention",
+    "retention_ms",
+    type=render.RETENTION,
+    default="7",
+    show_default=True,
+    help="Days finished jobs stay in the view (the App's retention_ms); 'forever' keeps them.",
+)
+@render.JSON_FLAG
+@click.pass_obj
+def replay(
+    options: Options,
+    /,
+    as_of: int | None,
+    limit: int | None,
+    retention_ms: int | None,
+    **filters: Any,
+) -> None:
+    """Rebuild the view from the log, or with --as-of show it as it stood at an instant.
+
+    The rebuild replaces the live view by exactly the one the log gives (a running worker
+    carries on). --as-of leaves the live view alone and prints the past one; --state, --name
+    and --limit choose what it prints.
+    """
+    if as_of is None and (limit is not None or any(v is not None for v in filters.values())):
+        raise click.UsageError("--state, --name and --limit need --as-of")
+    progress = render.ReplayProgress(render.console(stderr=True))
+    if as_of is None:
+        with _open_app(options, retention_ms) as app, progress:
+            applied = app.replay(progress=progress)
+            counts = app.scheduled_functions.stats(app.clock.now_ms()).counts
+        if options.as_json:
+            _emit_json({"events_applied": applied, "counts": counts})
+        else:
+            click.echo(f"rebuilt the view from the log: {applied} job events applied")
+            click.echo(f"jobs: {render.counts_text(counts)}")
+        return
+    with (
+        _open_app(options, retention_ms) as app,
+        progress,
+        app.replay(as_of=as_of, progress=progress) as view,
+    ):
+        documents, more = render.collect(view, limit or 100, **filters)
+        past = view.stats(as_of)
+    if options.as_json:
+        report = {"as_of": as_of, "events_applied": view.events_applied, **asdict(past)}
+        _emit_json({**report, "scheduled_functions": documents, "truncated": more})
+    else:
+        title = f"_scheduled_functions as of {render.iso_ms(as_of)}"
+        render.console().print(render.documents_table(title, documents, more=more))
+        for line in render.as_of_lines(as_of, view.events_applied, past):
+            click.echo(line)
+
+
+@main.command()
+@render.JSON_FLAG
+@click.pass_obj
+def stats(options: Options) -> None:
+    """Show jobs by state, how many run, the scheduler's lag and a health word.
+
+    The lag is how long the oldest due job has waited to start: healthy up to 20 s behind,
+    warning up to 300 s, error beyond (Convex's thresholds).
+    """
+    with _open_app(options) as app:
+        now = app.clock.now_ms()
+        result = app.scheduled_functions.stats(now)
+    if options.as_json:
+        _emit_json({"now": now, **asdict(result)})
+    else:
+        render.console().print(render.stats_table(result, now))

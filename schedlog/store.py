@@ -6,12 +6,13 @@ a private in-memory SQLite database, so the view is the same real table in every
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import urllib.parse
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -21,13 +22,16 @@ from eventsourcing.utils import get_topic
 from schedlog.errors import ConfigurationError, ConflictError, StoreError
 from schedlog.events import ScheduledFunction
 from schedlog.projections.queries import DueJob, ScheduledFunctions
-from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewRecorder
+from schedlog.projections.view import TABLE, VIEW_EVENTS, PgViewRecorder, ViewRecorder
+
+if TYPE_CHECKING:
+    from schedlog.projections.sql import Db
 
 __all__ = ["DEFAULT_STORE", "JobStore", "StoreConfig", "open_store", "parse_store_url"]
 
 DEFAULT_STORE = "sqlite://schedlog.db"
-_EVENTS_KEY = "stored_events.originator_id"
-"""SQLite names the events table's primary key in the message of a version conflict."""
+_EVENTS_KEYS = ("stored_events.originator_id", "schedlog_events_pkey")
+"""How SQLite and PostgreSQL name the events table's key in a version conflict's message."""
 _DUE_TOPICS = frozenset(
     get_topic(cls) for cls in (ScheduledFunction.Scheduled, ScheduledFunction.Retried)
 )
@@ -38,7 +42,7 @@ log = logging.getLogger(__name__)
 NODES_TABLE = "schedlog_nodes_v1"
 _NODES_DDL = (
     f"CREATE TABLE IF NOT EXISTS {NODES_TABLE} ("
-    "node_id TEXT PRIMARY KEY, heartbeat_ms INTEGER NOT NULL, lease_ms INTEGER NOT NULL)"
+    "node_id TEXT PRIMARY KEY, heartbeat_ms BIGINT NOT NULL, lease_ms BIGINT NOT NULL)"
 )
 
 
@@ -51,6 +55,56 @@ class StoreConfig:
     is_memory: bool
     lock_timeout_s: int = LOCK_TIMEOUT_S
     """How long a write waits for another process's lock before the store reports it busy."""
+    postgres: dict[str, str] | None = None
+    """For a PostgreSQL store: the eventsourcing settings (POSTGRES_*), password included."""
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for logs and messages."""
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+PG_OPTIONS = frozenset({"schema", "lock_timeout", "connect_timeout", "pool_size"})
+
+
+def _postgres_settings(url: str) -> dict[str, str]:
+    """Return eventsourcing's POSTGRES_* settings for `url` (finite timeouts by default)."""
+    parts = urllib.parse.urlsplit(url)
+    safe = url.rsplit("@", maxsplit=1)[-1]
+    params = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
+    unknown = sorted(set(params) - PG_OPTIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"store {safe!r}: unknown option {unknown[0]!r} "
+            f"(known: {', '.join(sorted(PG_OPTIONS))})"
+        )
+    for key in ("lock_timeout", "connect_timeout", "pool_size"):
+        if key in params and (not params[key].isdigit() or int(params[key]) < 1):
+            raise ConfigurationError(f"store {safe!r}: {key} must be a whole number >= 1")
+    dbname = parts.path.lstrip("/")
+    if not dbname or not parts.hostname:
+        raise ConfigurationError(
+            f"store {safe!r} needs a host and a database: postgresql://user@host:5432/db"
+        )
+    schema = params.get("schema", "public")
+    if not schema.replace("_", "").isalnum():
+        raise ConfigurationError(f"store {safe!r}: schema must be letters, digits and _")
+    return {
+        "POSTGRES_DBNAME": urllib.parse.unquote(dbname),
+        "POSTGRES_HOST": parts.hostname,
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": urllib.parse.unquote(parts.username or getpass.getuser()),
+        "POSTGRES_PASSWORD": urllib.parse.unquote(parts.password or ""),
+        "POSTGRES_SCHEMA": schema,
+        "POSTGRES_LOCK_TIMEOUT": params.get("lock_timeout", str(LOCK_TIMEOUT_S)),
+        "POSTGRES_CONNECT_TIMEOUT": params.get("connect_timeout", "10"),
+        "POSTGRES_POOL_SIZE": params.get("pool_size", "10"),
+        "POSTGRES_MAX_OVERFLOW": "10",
+    }
 
 
 def _lock_timeout(url: str, query: str) -> int:
@@ -84,10 +138,7 @@ def parse_store_url(url: str | None) -> StoreConfig:
             raise ConfigurationError(f"store {url!r} names no file: use sqlite:///abs/path.db")
         return StoreConfig(url, path, is_memory=False, lock_timeout_s=_lock_timeout(url, query))
     if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigurationError(
-            f"store {url.split('@')[-1]!r}: PostgreSQL is not supported yet; "
-            "use sqlite:///path or memory://"
-        )
+        return StoreConfig(url, "", is_memory=False, postgres=_postgres_settings(url))
     raise ConfigurationError(
         f"store {url!r} is not a store URL: use sqlite:///abs/path.db, sqlite://rel/path.db "
         "or memory://"
@@ -110,18 +161,25 @@ class JobStore(Application[UUID]):
         try:
             return super().save(*objs, **{VIEW_EVENTS: view_events}, **kwargs)
         except IntegrityError as e:
-            if _EVENTS_KEY in str(e):  # the (originator_id, version) key: someone moved first
+            if any(
+                key in str(e) for key in _EVENTS_KEYS
+            ):  # the (originator_id, version) key: someone moved first
                 raise ConflictError(f"version conflict: {e}") from e
             raise StoreError(f"store constraint failed: {e}") from e
         except PersistenceError as e:
             raise StoreError(f"store error: {e}") from e
 
     @property
-    def view_recorder(self) -> ViewRecorder:
+    def view_recorder(self) -> ViewRecorder | PgViewRecorder:
         """The recorder, which also keeps the view."""
         recorder = self.recorder
-        assert isinstance(recorder, ViewRecorder)  # noqa: S101 - set by open_store
+        assert isinstance(recorder, (ViewRecorder, PgViewRecorder))  # noqa: S101 - open_store
         return recorder
+
+    @property
+    def db(self) -> Db:
+        """The store's database, for the read side's own tables."""
+        return self.view_recorder.db
 
     def load_job(self, job_id: str) -> ScheduledFunction | None:
         """Return the job `job_id`, or None if no job has that id."""
@@ -160,22 +218,23 @@ class JobStore(Application[UUID]):
 
     def heartbeat(self, node_id: str, now_ms: int, lease_ms: int) -> None:
         """Record that `node_id` is alive at `now_ms`; its leases hold until now + lease_ms."""
-        with self.view_recorder.datastore.transaction(commit=True) as c:
+        with self.db.transaction(commit=True) as c:
             c.execute(
                 f"INSERT INTO {NODES_TABLE} (node_id, heartbeat_ms, lease_ms) VALUES (?, ?, ?) "  # noqa: S608
                 "ON CONFLICT (node_id) DO UPDATE SET heartbeat_ms = excluded.heartbeat_ms, "
-                "lease_ms = excluded.lease_ms WHERE excluded.heartbeat_ms > heartbeat_ms",
+                "lease_ms = excluded.lease_ms "
+                f"WHERE excluded.heartbeat_ms > {NODES_TABLE}.heartbeat_ms",
                 (node_id, now_ms, lease_ms),
             )
 
     def forget_node(self, node_id: str) -> None:
         """Remove a node that stopped cleanly (nothing of it is running any more)."""
-        with self.view_recorder.datastore.transaction(commit=True) as c:
+        with self.db.transaction(commit=True) as c:
             c.execute(f"DELETE FROM {NODES_TABLE} WHERE node_id = ?", (node_id,))  # noqa: S608
 
     def expired_claims(self, now_ms: int) -> list[str]:
         """Return running jobs whose lease ran out and whose node has not been seen since."""
-        with self.view_recorder.datastore.transaction(commit=False) as c:
+        with self.db.transaction(commit=False) as c:
             c.execute(
                 f"SELECT v.id FROM {TABLE} AS v LEFT JOIN {NODES_TABLE} AS n "  # noqa: S608
                 "ON n.node_id = v.node_id WHERE v.state = 'inProgress' "
@@ -201,21 +260,51 @@ class JobStore(Application[UUID]):
 def open_store(config: StoreConfig) -> tuple[JobStore, ScheduledFunctions]:
     """Open (creating if need be) the store and its view; fold in any events it lacks."""
     prefix = JobStore.name.upper() + "_"
-    env = {
-        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-        "SQLITE_DBNAME": config.sqlite_dbname,
-        "SQLITE_LOCK_TIMEOUT": str(config.lock_timeout_s),
-        "APPLICATION_RECORDER_TOPIC": "schedlog.projections.view:ViewRecorder",
-        "CREATE_TABLE": "y",
-    }
+    if config.postgres is not None:
+        _create_schema(config)
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "APPLICATION_RECORDER_TOPIC": "schedlog.projections.view:PgViewRecorder",
+            "CREATE_TABLE": "y",
+            **config.postgres,
+        }
+    else:
+        env = {
+            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "SQLITE_DBNAME": config.sqlite_dbname,
+            "SQLITE_LOCK_TIMEOUT": str(config.lock_timeout_s),
+            "APPLICATION_RECORDER_TOPIC": "schedlog.projections.view:ViewRecorder",
+            "CREATE_TABLE": "y",
+        }
     env.update({prefix + k: v for k, v in list(env.items())})
     try:
         store = JobStore(env=env)
     except (PersistenceError, OSError) as e:
-        raise StoreError(f"cannot open store {config.url!r}: {e}") from e
+        raise StoreError(f"cannot open store {config.safe_url!r}: {e}") from e
     recorder = store.view_recorder
     recorder.decode = store.mapper.to_domain_event
-    with recorder.datastore.transaction(commit=True) as c:
+    with recorder.db.transaction(commit=True) as c:
         c.execute(_NODES_DDL)
     recorder.catch_up()
-    return store, ScheduledFunctions(recorder.datastore)
+    return store, ScheduledFunctions(recorder.db)
+
+
+def _create_schema(config: StoreConfig) -> None:
+    """Create the store's PostgreSQL schema if it is missing (the library expects it)."""
+    import psycopg  # noqa: PLC0415 - only PostgreSQL stores need the driver
+
+    settings = config.postgres
+    assert settings is not None  # noqa: S101
+    try:
+        with psycopg.connect(
+            dbname=settings["POSTGRES_DBNAME"],
+            host=settings["POSTGRES_HOST"],
+            port=int(settings["POSTGRES_PORT"]),
+            user=settings["POSTGRES_USER"],
+            password=settings["POSTGRES_PASSWORD"],
+            connect_timeout=int(settings["POSTGRES_CONNECT_TIMEOUT"]),
+            autocommit=True,
+        ) as conn:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{settings["POSTGRES_SCHEMA"]}"')
+    except psycopg.Error as e:
+        raise StoreError(f"cannot open store {config.safe_url!r}: {e}") from e

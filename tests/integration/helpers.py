@@ -8,6 +8,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from schedlog import App
+from schedlog.projections.schema import TABLE
 
 
 class Account(Aggregate):
@@ -44,3 +45,21 @@ def balance(app: App, account_id: UUID) -> int:
 
 def all_docs(app: App) -> list[dict[str, Any]]:
     return app.scheduled_functions.query(limit=1000).items
+
+
+def view_table(app: App) -> dict[str, dict[str, Any]]:
+    """Return the raw rows of the live view, by id, on either backend."""
+    with app.store.db.transaction(commit=False) as c:
+        c.execute(f"SELECT * FROM {TABLE}")
+        rows = c.fetchall()
+    return {
+        r["id"]: {k: bytes(v) if isinstance(v, memoryview) else v for k, v in dict(r).items()}
+        for r in rows
+    }
+
+
+def execute(app: App, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+    """Run one statement on the store's database (either backend) and return its rows."""
+    with app.store.db.transaction(commit=True) as c:
+        c.execute(sql, params)
+        return c.fetchall() if sql.lstrip().upper().startswith("SELECT") else []

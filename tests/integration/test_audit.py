@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 import pytest
 
 from schedlog import App
-from schedlog.projections.schema import TABLE
 from schedlog.testing import FakeClock
-from tests.integration.helpers import state
+from tests.integration.helpers import state, view_table
 
 T0 = 1_800_000_000_000
 DAY = 24 * 60 * 60 * 1000
 
 
 def table(app: App) -> dict[str, dict[str, Any]]:
-    with sqlite3.connect(app.store_config.sqlite_dbname) as db:
-        db.row_factory = sqlite3.Row
-        return {r["id"]: dict(r) for r in db.execute(f"SELECT * FROM {TABLE}")}  # noqa: S608
+    return view_table(app)
 
 
 def snapshot(view: Any) -> list[dict[str, Any]]:

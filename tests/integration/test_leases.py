@@ -9,15 +9,15 @@ import pytest
 from schedlog import App
 from schedlog.actors.recovery import CUT_OFF_ERROR, RecoverNow
 from schedlog.testing import FakeClock
-from tests.integration.helpers import state, types
+from tests.integration.helpers import execute, state, types
 
 T0 = 1_800_000_000_000
 LEASE_MS = 1_000
 WAIT_S = 10
 
 
-def make_app(sqlite_path, clock: FakeClock) -> App:
-    app = App(store=f"sqlite://{sqlite_path}", clock=clock, lease_ms=LEASE_MS)
+def make_app(store_url: str, clock: FakeClock) -> App:
+    app = App(store=store_url, clock=clock, lease_ms=LEASE_MS)
 
     @app.action(name="io:send")
     def send(ctx) -> None:
@@ -35,9 +35,9 @@ def claim_on_a_dead_node(app: App, job_id: str, now: int) -> None:
 
 
 def test_an_action_cut_off_by_a_crash_fails_once_its_lease_runs_out_s19(
-    clock: FakeClock, sqlite_path
+    clock: FakeClock, store_url: str
 ) -> None:
-    app = make_app(sqlite_path, clock)
+    app = make_app(store_url, clock)
     try:
         job = app.scheduler.run_after(0, "io:send")
         claim_on_a_dead_node(app, job, T0)
@@ -55,8 +55,8 @@ def test_an_action_cut_off_by_a_crash_fails_once_its_lease_runs_out_s19(
         app.close()
 
 
-def test_a_canceled_action_cut_off_stays_canceled(clock: FakeClock, sqlite_path) -> None:
-    app = make_app(sqlite_path, clock)
+def test_a_canceled_action_cut_off_stays_canceled(clock: FakeClock, store_url: str) -> None:
+    app = make_app(store_url, clock)
     try:
         job = app.scheduler.run_after(0, "io:send")
         claim_on_a_dead_node(app, job, T0)
@@ -71,10 +71,10 @@ def test_a_canceled_action_cut_off_stays_canceled(clock: FakeClock, sqlite_path)
 
 
 def test_a_live_nodes_running_action_is_never_recovered_by_another_s19(
-    clock: FakeClock, sqlite_path
+    clock: FakeClock, store_url: str
 ) -> None:
-    worker = App(store=f"sqlite://{sqlite_path}", clock=clock, lease_ms=LEASE_MS)
-    other = make_app(sqlite_path, clock)
+    worker = App(store=store_url, clock=clock, lease_ms=LEASE_MS)
+    other = make_app(store_url, clock)
     started = threading.Event()
     release = threading.Event()
 
@@ -103,16 +103,19 @@ def test_a_live_nodes_running_action_is_never_recovered_by_another_s19(
         worker.close()
 
 
-def test_a_node_that_stops_cleanly_forgets_its_heartbeat(clock: FakeClock, sqlite_path) -> None:
-    app = make_app(sqlite_path, clock)
-    app.start()
-    app.stop()
-    import sqlite3
-
-    with sqlite3.connect(sqlite_path) as db:
-        rows = db.execute("SELECT node_id FROM schedlog_nodes_v1").fetchall()
-    app.close()
-    assert rows == []
+def test_a_node_that_stops_cleanly_forgets_its_heartbeat(clock: FakeClock, store_url: str) -> None:
+    app = make_app(store_url, clock)
+    try:
+        app.start()
+        clock.advance(LEASE_MS)
+        app.wait_until_idle()
+        assert [r["node_id"] for r in execute(app, "SELECT node_id FROM schedlog_nodes_v1")] == [
+            app.node_id
+        ]
+        app.stop()
+        assert execute(app, "SELECT node_id FROM schedlog_nodes_v1") == []
+    finally:
+        app.close()
 
 
 def test_lease_must_be_sensible() -> None:

@@ -15,8 +15,8 @@ T0 = 1_800_000_000_000
 WAIT_S = 10
 
 
-def test_due_order_then_fifo_s13(clock: FakeClock, sqlite_path) -> None:
-    app = App(store=f"sqlite://{sqlite_path}", clock=clock, max_concurrency=1)
+def test_due_order_then_fifo_s13(clock: FakeClock, store_url: str) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
     order: list[str] = []
 
     @app.action(name="jobs:record")
@@ -37,8 +37,8 @@ def test_due_order_then_fifo_s13(clock: FakeClock, sqlite_path) -> None:
         app.close()
 
 
-def test_at_most_max_concurrency_run_at_once_s13(clock: FakeClock, sqlite_path) -> None:
-    app = App(store=f"sqlite://{sqlite_path}", clock=clock, max_concurrency=2)
+def test_at_most_max_concurrency_run_at_once_s13(clock: FakeClock, store_url: str) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=2)
     lock = threading.Lock()
     running = 0
     peak = 0
@@ -274,8 +274,8 @@ def test_context_fields(app: App, clock: FakeClock) -> None:
     assert seen == {"job_id": job, "now": T0 + 42, "attempt": 1}
 
 
-def test_graceful_stop_lets_running_functions_finish(clock: FakeClock, sqlite_path) -> None:
-    app = App(store=f"sqlite://{sqlite_path}", clock=clock, max_concurrency=2)
+def test_graceful_stop_lets_running_functions_finish(clock: FakeClock, store_url: str) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=2)
     started = threading.Event()
     release = threading.Event()
 
@@ -303,10 +303,10 @@ def test_graceful_stop_lets_running_functions_finish(clock: FakeClock, sqlite_pa
 
 @pytest.mark.parametrize("kind", ["mutation", "action"])
 def test_jobs_saved_by_another_app_on_the_store_run_s11b(
-    clock: FakeClock, sqlite_path, kind: str
+    clock: FakeClock, store_url: str, kind: str
 ) -> None:
-    worker = App(store=f"sqlite://{sqlite_path}", clock=clock)
-    web = App(store=f"sqlite://{sqlite_path}", clock=clock)
+    worker = App(store=store_url, clock=clock)
+    web = App(store=store_url, clock=clock)
     ran: list[str] = []
     for app in (worker, web):
         register = app.mutation if kind == "mutation" else app.action
@@ -325,12 +325,12 @@ def test_jobs_saved_by_another_app_on_the_store_run_s11b(
 
 
 def test_a_backlog_larger_than_the_timer_window_runs_in_order_s13(
-    clock: FakeClock, sqlite_path, monkeypatch: pytest.MonkeyPatch
+    clock: FakeClock, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import schedlog.actors.timer as timer_module
 
     monkeypatch.setattr(timer_module, "WINDOW", 4)  # the heap holds a few rows at a time
-    app = App(store=f"sqlite://{sqlite_path}", clock=clock, max_concurrency=1)
+    app = App(store=store_url, clock=clock, max_concurrency=1)
     order: list[int] = []
 
     @app.mutation(name="jobs:n")

@@ -163,13 +163,13 @@ def test_arguments_are_copied_at_scheduling_s9(app: App) -> None:
     assert app.scheduled_functions.get(job)["args"] == [{"items": [1, 2]}]  # type: ignore[index]
 
 
-def test_durable_when_the_call_returns_s11_s30(clock: FakeClock, sqlite_path) -> None:
-    first = App(store=f"sqlite://{sqlite_path}", clock=clock)
+def test_durable_when_the_call_returns_s11_s30(clock: FakeClock, store_url: str) -> None:
+    first = App(store=store_url, clock=clock)
     register_noop(first)
     job = first.scheduler.run_after(1_000, "jobs:noop")
     assert state(first, job) == "pending"  # S30: read-your-writes, runtime not started
     first.close()
-    second = App(store=f"sqlite://{sqlite_path}", clock=clock)
+    second = App(store=store_url, clock=clock)
     register_noop(second)
     try:
         assert state(second, job) == "pending"
@@ -182,12 +182,12 @@ def test_durable_when_the_call_returns_s11_s30(clock: FakeClock, sqlite_path) ->
         second.close()
 
 
-def test_function_missing_when_it_runs_fails_s8(clock: FakeClock, sqlite_path) -> None:
-    scheduling = App(store=f"sqlite://{sqlite_path}", clock=clock)
+def test_function_missing_when_it_runs_fails_s8(clock: FakeClock, store_url: str) -> None:
+    scheduling = App(store=store_url, clock=clock)
     register_noop(scheduling)
     job = scheduling.scheduler.run_after(0, "jobs:noop")
     scheduling.close()
-    worker = App(store=f"sqlite://{sqlite_path}", clock=clock)  # jobs:noop is not registered here
+    worker = App(store=store_url, clock=clock)  # jobs:noop is not registered here
     try:
         worker.start()
         worker.wait_until_idle()
@@ -230,5 +230,8 @@ def test_bad_configuration_is_refused() -> None:
         App(store="memory://", max_concurrency=0)
     with pytest.raises(SchedlogError, match="not a store URL"):
         App(store="mysql://x")
-    with pytest.raises(SchedlogError, match="PostgreSQL is not supported yet"):
-        App(store="postgresql://user:secret@127.0.0.1/db")
+    with pytest.raises(SchedlogError, match="unknown option 'bogus'") as bad:
+        App(store="postgresql://user:secret@127.0.0.1/db?bogus=1")
+    assert "secret" not in str(bad.value)  # credentials are never shown
+    with pytest.raises(SchedlogError, match="needs a host and a database"):
+        App(store="postgresql://127.0.0.1")

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from schedlog import App, InvalidQueryError
 from schedlog.projections.rows import apply_to_rows, change_for
-from schedlog.projections.view import TABLE, VIEW_NAME
+from schedlog.projections.schema import POSITION, TABLE
 from schedlog.testing import FakeClock
-from tests.integration.helpers import Account, log_position, state
+from tests.integration.helpers import Account, execute, log_position, state, view_table
 
 T0 = 1_800_000_000_000
 
@@ -126,16 +124,13 @@ def test_view_equals_the_fold_of_the_log_and_tracks_its_position_s26(
         change = change_for(mapper.to_domain_event(n), n.id)
         if change is not None:
             apply_to_rows(rows, change)
-    with sqlite3.connect(app.store_config.sqlite_dbname) as db:
-        db.row_factory = sqlite3.Row
-        table = {r["id"]: dict(r) for r in db.execute(f"SELECT * FROM {TABLE}")}  # noqa: S608
-    assert table == rows
+    assert view_table(app) == rows
 
 
 def test_events_written_without_the_view_are_folded_in_once_s26(
-    clock: FakeClock, sqlite_path
+    clock: FakeClock, store_url: str
 ) -> None:
-    app = App(store=f"sqlite://{sqlite_path}", clock=clock)
+    app = App(store=store_url, clock=clock)
 
     @app.action(name="jobs:a")
     def a(ctx) -> None:
@@ -144,12 +139,11 @@ def test_events_written_without_the_view_are_folded_in_once_s26(
     first = app.scheduler.run_after(0, a)
     second = app.scheduler.run_after(5, a)
     app.save(Account("eve"))
-    app.close()
     # Lose the view (as if written by an older version): the log is the truth.
-    with sqlite3.connect(sqlite_path) as db:
-        db.execute(f"DELETE FROM {TABLE}")  # noqa: S608
-        db.execute("DELETE FROM tracking WHERE application_name = ?", (VIEW_NAME,))
-    reopened = App(store=f"sqlite://{sqlite_path}", clock=clock)
+    execute(app, f"DELETE FROM {TABLE}")
+    execute(app, f"DELETE FROM {POSITION}")
+    app.close()
+    reopened = App(store=store_url, clock=clock)
     reopened.action(name="jobs:a")(a)
     try:
         assert state(reopened, first) == "pending"

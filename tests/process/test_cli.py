@@ -1,4 +1,7 @@
-"""The real `schedlog` command line, in subprocesses: demo, run (S11b), ls, show, history, cancel."""
+"""The real `schedlog` command line, in subprocesses: demo, run (S11b), ls, show, history, cancel.
+
+The audit commands (replay, stats, cancel-all, ls filters, TIME values) are in test_cli_audit.py.
+"""
 
 from __future__ import annotations
 
@@ -64,6 +67,7 @@ def cli(
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*SCHEDLOG, *args],
+        stdin=subprocess.DEVNULL,  # never the terminal pytest runs in: cancel-all would ask
         capture_output=True,
         text=True,
         timeout=60,
@@ -381,8 +385,10 @@ def test_show_prints_one_document(store: tuple[str, dict[str, str]]) -> None:
 @pytest.mark.process
 def test_history_lists_the_jobs_events(store: tuple[str, dict[str, str]]) -> None:
     url, ids = store
-    events = cli_json("--store", url, "history", ids["ok"])
-    assert isinstance(events, list)
+    report = cli_json("--store", url, "history", ids["ok"])
+    assert report["id"] == ids["ok"]
+    assert (report["parent"], report["children"]) == (None, [])
+    events = report["events"]
     assert [e["type"] for e in events] == ["Scheduled", "Started", "Completed"]
     assert events[0]["time"] == T0
     assert events[1]["time"] == T0 + 10
@@ -402,7 +408,7 @@ def test_cancel_cancels_a_pending_job_once(store: tuple[str, dict[str, str]]) ->
     assert result.stdout.strip() == f"{ids['pending']}: canceled"
     doc = cli_json("--store", url, "show", ids["pending"])
     assert doc["state"]["kind"] == "canceled"
-    events = cli_json("--store", url, "history", ids["pending"])
+    events = cli_json("--store", url, "history", ids["pending"])["events"]
     assert [e["type"] for e in events] == ["Scheduled", "Canceled"]
 
     again = cli("--store", url, "cancel", ids["pending"])  # S23: idempotent

@@ -1,0 +1,86 @@
+"""One way to talk to either store's database: `?` placeholders, rows by column name (read side).
+
+The view, queries and replay write their SQL once; `Db` and `Cur` adapt it to SQLite (as is) or
+PostgreSQL (`%s` placeholders, tables in the store's schema via a transaction-local search_path).
+"""
+
+from __future__ import annotations
+
+import enum
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+__all__ = ["Cur", "Db", "Dialect"]
+
+
+class Dialect(enum.StrEnum):
+    """Which database a store uses."""
+
+    SQLITE = "sqlite"
+    POSTGRES = "postgres"
+
+
+class Cur:
+    """A cursor of either database that takes `?` placeholders."""
+
+    __slots__ = ("_dialect", "_raw")
+
+    def __init__(self, raw: Any, dialect: Dialect) -> None:
+        self._raw = raw
+        self._dialect = dialect
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        """Run one statement."""
+        if self._dialect is Dialect.POSTGRES:
+            self._raw.execute(sql.replace("?", "%s"), list(params))
+        else:
+            self._raw.execute(sql, list(params))
+
+    def fetchall(self) -> list[Any]:
+        """Return every row left, each indexable by column name."""
+        return list(self._raw.fetchall())
+
+    def fetchone(self) -> Any:
+        """Return the next row, or None."""
+        return self._raw.fetchone()
+
+    def changes(self) -> int:
+        """Return how many rows the last INSERT, UPDATE or DELETE changed."""
+        if self._dialect is Dialect.POSTGRES:
+            return int(self._raw.rowcount)
+        self._raw.execute("SELECT changes() AS n")
+        return int(self._raw.fetchone()["n"])
+
+    def use_schema(self, schema: str | None) -> None:
+        """Make the store's schema the one unqualified names resolve in (PostgreSQL)."""
+        if self._dialect is Dialect.POSTGRES and schema:
+            self._raw.execute(f'SET LOCAL search_path TO "{schema}"')
+
+
+@dataclass(frozen=True, slots=True)
+class Db:
+    """A store's datastore, its dialect, and where its events and their positions live."""
+
+    datastore: Any
+    dialect: Dialect
+    events_table: str
+    position_column: str
+    schema: str | None = None
+
+    @contextmanager
+    def transaction(self, *, commit: bool) -> Iterator[Cur]:
+        """Yield a cursor inside one transaction, committed if `commit`, else rolled back."""
+        with self.datastore.transaction(commit=commit) as raw:
+            cur = Cur(raw, self.dialect)
+            cur.use_schema(self.schema)
+            yield cur
+
+    def cursor_of(self, raw: Any) -> Cur:
+        """Wrap a cursor the event store opened (inside its own transaction)."""
+        cur = Cur(raw, self.dialect)
+        cur.use_schema(self.schema)
+        return cur
