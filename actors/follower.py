@@ -2,7 +2,8 @@
 
 The view is written in the same transaction as the events, so it needs no follower of its own;
 what this process cannot know is when another process appended. A small daemon thread reads the
-log's last position a few times a second and tells the timer when it moved (S11b asks 100 ms).
+log's last position whenever the store says it changed (PostgreSQL: LISTEN/NOTIFY, which every
+insert sends) or every 25 ms (SQLite), and tells the timer when it moved (S11b asks 100 ms).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import pykka
 from schedlog.actors.messages import LogAdvanced
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from schedlog.actors.timer import JobSource
 
 __all__ = ["LogWatcher"]
@@ -32,11 +35,18 @@ class LogWatcher:
     """
 
     def __init__(
-        self, source: JobSource, timer: pykka.ActorRef[Any], poll_s: float = POLL_S
+        self,
+        source: JobSource,
+        timer: pykka.ActorRef[Any],
+        poll_s: float = POLL_S,
+        wait: Callable[[float], object] | None = None,
     ) -> None:
         self._source = source
         self._timer = timer
         self._poll_s = poll_s
+        # How to wait for a change: a plain sleep (SQLite), or until the store notifies one
+        # (PostgreSQL's LISTEN), at most poll_s either way.
+        self._wait = wait
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="schedlog-log-watcher", daemon=True)
 
@@ -52,7 +62,15 @@ class LogWatcher:
 
     def _run(self) -> None:
         last = -1
-        while not self._stopped.wait(self._poll_s):
+        while not self._stopped.is_set():
+            if self._wait is None:
+                self._stopped.wait(self._poll_s)
+            else:
+                try:
+                    self._wait(self._poll_s)
+                except Exception:
+                    log.warning("log watcher: cannot wait for notifications", exc_info=True)
+                    self._stopped.wait(self._poll_s)
             try:
                 position = self._source.log_position()
             except Exception:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import heapq
 import logging
+import zlib
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from schedlog.actors.base import RuntimeActor, wake_me_at
@@ -24,6 +26,7 @@ from schedlog.actors.messages import (
     StopDispatching,
     Wake,
 )
+from schedlog.projections.queries import DueJob
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -31,9 +34,8 @@ if TYPE_CHECKING:
     import pykka
 
     from schedlog.actors.ports import Clock, Wakeup
-    from schedlog.projections.queries import DueJob
 
-__all__ = ["JobSource", "TimerActor"]
+__all__ = ["JobSource", "Spread", "TimerActor"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,18 @@ WINDOW = 1_000
 _MAX_SEQ = 2**63 - 1
 READ_RETRY_MS = 250
 READ_RETRY_CAP_MS = 30_000
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """Share the work among live nodes: each job belongs to one node by a hash of its id.
+
+    A node starts the jobs it owns at their due time, and anybody else's only once they have
+    waited `grace_ms` past it (the owner may have died); the version check stays the arbiter.
+    """
+
+    node_id: str
+    grace_ms: int
 
 
 class JobSource(Protocol):
@@ -58,6 +72,9 @@ class JobSource(Protocol):
     def log_position(self) -> int:
         """Return the id of the last event in the store's log."""
 
+    def live_nodes(self, now_ms: int) -> list[str]:
+        """Return the ids of the nodes whose heartbeat is fresh at `now_ms`."""
+
     def jobs_since(self, position: int) -> tuple[int, list[DueJob]]:
         """Return the log's events after `position` that make a job due, and the new position.
 
@@ -68,10 +85,12 @@ class JobSource(Protocol):
 class TimerActor(RuntimeActor):
     """Keeps the near future in a heap and hands due jobs to idle executors (S13)."""
 
-    def __init__(self, clock: Clock, source: JobSource) -> None:
+    def __init__(self, clock: Clock, source: JobSource, spread: Spread | None = None) -> None:
         super().__init__()
         self._clock = clock
         self._source = source
+        self._spread = spread
+        self._nodes: list[str] = []
         self._heap: list[DueJob] = []
         self._queued: set[str] = set()
         self._running: set[str] = set()
@@ -142,9 +161,16 @@ class TimerActor(RuntimeActor):
     def _push(self, job: DueJob) -> None:
         if job.job_id in self._queued or job.job_id in self._running:
             return
+        if self._spread is not None and self._owner(job.job_id) != self._spread.node_id:
+            # Another live node owns it: take it only if it is still waiting after the grace.
+            job = DueJob(job.run_at + self._spread.grace_ms, job.seq, job.job_id)
         if self._boundary is not None and (job.run_at, job.seq) <= self._boundary:
             heapq.heappush(self._heap, job)
             self._queued.add(job.job_id)
+
+    def _owner(self, job_id: str) -> str:
+        nodes = self._nodes or [self._spread.node_id if self._spread else ""]
+        return nodes[zlib.crc32(job_id.encode()) % len(nodes)]
 
     def _check_log(self) -> None:
         if self._log_position is not None:
@@ -176,6 +202,8 @@ class TimerActor(RuntimeActor):
             self._boundary = (now + HORIZON_MS, _MAX_SEQ)
         if restart:
             self._horizon_at = now + HORIZON_MS // 2
+            if self._spread is not None:
+                self._nodes = sorted({*self._source.live_nodes(now), self._spread.node_id})
             # The boundary may have moved down (more rows due than fit): forget what lies
             # past it, or jobs saved later in between would be skipped by `_push`.
             boundary = self._boundary

@@ -23,7 +23,7 @@ from schedlog.actors.follower import LogWatcher
 from schedlog.actors.messages import BackingOff, JobsScheduled, Settle, StopDispatching
 from schedlog.actors.node import make_node_id
 from schedlog.actors.recovery import RecoverNow, RecoveryActor
-from schedlog.actors.timer import TimerActor
+from schedlog.actors.timer import Spread, TimerActor
 from schedlog.clock import Clock, SystemClock
 from schedlog.context import ActionCtx, AppScheduler, MutationCtx
 from schedlog.errors import (
@@ -38,8 +38,9 @@ from schedlog.events.validation import is_plain_int
 from schedlog.projections.queries import DueJob, Stats, history_entries
 from schedlog.projections.replay import AsOfView, build_as_of, prune, rebuild
 from schedlog.projections.schema import TABLE
+from schedlog.projections.view import PgViewRecorder
 from schedlog.registry import Registry
-from schedlog.store import open_store, parse_store_url
+from schedlog.store import ChangeListener, open_store, parse_store_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,6 +60,7 @@ F = TypeVar("F", bound="Callable[..., Any]")
 
 _RUNNING: weakref.WeakSet[App] = weakref.WeakSet()
 DEFAULT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
+SPREAD_GRACE_MS = 2_000
 RETENTION_BATCH = 1_000
 
 
@@ -83,6 +85,9 @@ class _Source:
 
     def jobs_since(self, position: int) -> tuple[int, list[DueJob]]:
         return self._app.store.jobs_since(position)
+
+    def live_nodes(self, now_ms: int) -> list[str]:
+        return self._app.store.live_nodes(now_ms)
 
 
 class App:
@@ -125,6 +130,8 @@ class App:
                 f"retention_ms must be an int >= 0 or None (keep forever), got {retention_ms!r}"
             )
         self.retention_ms = retention_ms
+        # Several nodes share a PostgreSQL store: spread the work by job id (issue: scale-out).
+        self.spread_grace_ms = SPREAD_GRACE_MS if self.store_config.postgres else None
         self.node_id = make_node_id()
         self.registry = Registry()
         self.scheduler = AppScheduler(self)
@@ -134,6 +141,7 @@ class App:
         self._executors: list[pykka.ActorRef[Any]] = []
         self._recovery: pykka.ActorRef[Any] | None = None
         self._store_failing_since: int | None = None
+        self._listener: ChangeListener | None = None
         self._watcher: LogWatcher | None = None
         self._closed = False
 
@@ -324,7 +332,10 @@ class App:
                 return
             self._runner.closing.clear()
             recovery = RecoveryActor.start(self)
-            timer = TimerActor.start(self.clock, _Source(self))
+            spread = (
+                None if self.spread_grace_ms is None else Spread(self.node_id, self.spread_grace_ms)
+            )
+            timer = TimerActor.start(self.clock, _Source(self), spread)
             executors: list[pykka.ActorRef[Any]] = []
             try:
                 executors.extend(
@@ -338,7 +349,12 @@ class App:
             self._executors = executors
             self._timer = timer
             self._recovery = recovery
-            self._watcher = LogWatcher(_Source(self), timer)
+            recorder = self.store.recorder
+            if isinstance(recorder, PgViewRecorder):
+                self._listener = ChangeListener(self.store_config, recorder.channel_name)
+            self._watcher = LogWatcher(
+                _Source(self), timer, wait=None if self._listener is None else self._listener.wait
+            )
             self._watcher.start()
             _RUNNING.add(self)
 
@@ -355,6 +371,9 @@ class App:
         self._runner.closing.set()  # an executor backing off from a store outage gives up
         if watcher is not None:
             watcher.stop()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         try:
             timer.ask(StopDispatching(), timeout=timeout_s)
         except (pykka.ActorDeadError, pykka.Timeout):

@@ -232,6 +232,15 @@ class JobStore(Application[UUID]):
         with self.db.transaction(commit=True) as c:
             c.execute(f"DELETE FROM {NODES_TABLE} WHERE node_id = ?", (node_id,))  # noqa: S608
 
+    def live_nodes(self, now_ms: int) -> list[str]:
+        """Return the nodes whose heartbeat still holds at `now_ms`."""
+        with self.db.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT node_id FROM {NODES_TABLE} WHERE heartbeat_ms + lease_ms >= ?",  # noqa: S608
+                (now_ms,),
+            )
+            return [row["node_id"] for row in c.fetchall()]
+
     def expired_claims(self, now_ms: int) -> list[str]:
         """Return running jobs whose lease ran out and whose node has not been seen since."""
         with self.db.transaction(commit=False) as c:
@@ -308,3 +317,45 @@ def _create_schema(config: StoreConfig) -> None:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{settings["POSTGRES_SCHEMA"]}"')
     except psycopg.Error as e:
         raise StoreError(f"cannot open store {config.safe_url!r}: {e}") from e
+
+
+class ChangeListener:
+    """Waits for PostgreSQL's NOTIFY on the events table's channel (sent by every insert).
+
+    It keeps one connection of its own, outside the pool, open while the runtime runs; a broken
+    connection is opened again on the next wait.
+    """
+
+    def __init__(self, config: StoreConfig, channel: str) -> None:
+        self._settings = config.postgres or {}
+        self._channel = channel
+        self._conn: Any = None
+
+    def wait(self, timeout_s: float) -> None:
+        """Return once a notification arrives, or after `timeout_s`."""
+        import psycopg  # noqa: PLC0415 - only PostgreSQL stores need the driver
+
+        if self._conn is None or self._conn.closed:
+            settings = self._settings
+            self._conn = psycopg.connect(
+                dbname=settings["POSTGRES_DBNAME"],
+                host=settings["POSTGRES_HOST"],
+                port=int(settings["POSTGRES_PORT"]),
+                user=settings["POSTGRES_USER"],
+                password=settings["POSTGRES_PASSWORD"],
+                connect_timeout=int(settings["POSTGRES_CONNECT_TIMEOUT"]),
+                autocommit=True,
+            )
+            self._conn.execute(f'LISTEN "{self._channel}"')
+        try:
+            for _ in self._conn.notifies(timeout=timeout_s, stop_after=1):
+                pass
+        except psycopg.Error:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the listening connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

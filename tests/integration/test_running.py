@@ -380,3 +380,30 @@ def test_mutation_scheduled_arguments_total_limit_s10(app: App) -> None:
     assert "the limit is 16777216 (16 MiB)" in errors[0]
     assert state(app, job) == "success"  # the mutation caught it: the first two are kept
     assert len(app.scheduled_functions.query(name="jobs:heavy_leaf").items) == 2
+
+
+def test_nodes_on_postgresql_share_the_work_by_job_id(clock: FakeClock, pg_server: str) -> None:
+    import uuid
+
+    from tests.conftest import pg_url
+
+    url = pg_url(f"{pg_server}_{uuid.uuid4().hex[:10]}")
+    nodes = [App(store=url, clock=clock) for _ in range(2)]
+    ran: dict[str, list[str]] = {node.node_id: [] for node in nodes}
+    for node in nodes:
+        node.action(name="jobs:work")(lambda ctx, node=node: ran[node.node_id].append(ctx.job_id))
+    try:
+        for node in nodes:
+            node.start()
+            node.wait_until_idle()  # heartbeats: each node is live for the other
+        clock.advance(31_000)  # past half the horizon: both timers read the live nodes again
+        for node in nodes:
+            node.wait_until_idle()
+        jobs = [nodes[0].scheduler.run_after(0, "jobs:work") for _ in range(40)]
+        for node in nodes:
+            node.wait_until_idle()
+        assert sorted(ran[nodes[0].node_id] + ran[nodes[1].node_id]) == sorted(jobs)  # once each
+        assert all(len(done) >= 5 for done in ran.values()), {k: len(v) for k, v in ran.items()}
+    finally:
+        for node in nodes:
+            node.close()
