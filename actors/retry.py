@@ -65,8 +65,8 @@ def classify(error: BaseException) -> Fault:
 def backoff_ms(fault: Fault, attempt: int, rng: random.Random) -> int:
     """Return a full-jitter delay before retry number `attempt` (1 for the first retry).
 
-    Random up to min(base x 2^attempt, cap): 100 ms and 60 s for conflicts, 500 ms and 2 h for
-    transient store errors.
+    Random from 1 ms up to min(base x 2^attempt, cap): 100 ms and 60 s for conflicts, 500 ms
+    and 2 h for transient store errors.
     """
     if fault is Fault.CONFLICT:
         base, cap = CONFLICT_BASE_MS, CONFLICT_CAP_MS
@@ -76,4 +76,4 @@ def backoff_ms(fault: Fault, attempt: int, rng: random.Random) -> int:
         msg = f"a {fault.value} error is not retried"
         raise ValueError(msg)
     exponent = min(max(attempt, 0), 32)  # past the cap anyway; keeps the number small
-    return rng.randint(0, min(base * 2**exponent, cap))
+    return rng.randint(1, min(base * 2**exponent, cap))  # never 0: a retry is never immediate

@@ -24,6 +24,7 @@ from schedlog.actors.messages import BackingOff, JobsScheduled, Settle, StopDisp
 from schedlog.actors.node import make_node_id
 from schedlog.actors.recovery import RecoverNow, RecoveryActor
 from schedlog.actors.timer import Spread, TimerActor
+from schedlog.audit import DEFAULT_RETENTION_MS, Audit
 from schedlog.clock import Clock, SystemClock
 from schedlog.context import ActionCtx, AppScheduler, MutationCtx
 from schedlog.errors import (
@@ -35,9 +36,7 @@ from schedlog.errors import (
 )
 from schedlog.events import FunctionKind
 from schedlog.events.validation import is_plain_int
-from schedlog.projections.queries import DueJob, Stats, history_entries
-from schedlog.projections.replay import AsOfView, build_as_of, prune, rebuild
-from schedlog.projections.schema import TABLE
+from schedlog.projections.queries import DueJob, history_entries
 from schedlog.projections.view import PgViewRecorder
 from schedlog.registry import Registry
 from schedlog.store import ChangeListener, open_store, parse_store_url
@@ -59,9 +58,7 @@ F = TypeVar("F", bound="Callable[..., Any]")
 
 
 _RUNNING: weakref.WeakSet[App] = weakref.WeakSet()
-DEFAULT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
 SPREAD_GRACE_MS = 2_000
-RETENTION_BATCH = 1_000
 
 
 @atexit.register
@@ -90,7 +87,7 @@ class _Source:
         return self._app.store.live_nodes(now_ms)
 
 
-class App:
+class App(Audit):
     """A schedlog application: a store, registered functions, and the actor runtime.
 
     Args:
@@ -186,69 +183,6 @@ class App:
                 self._timer.tell(JobsScheduled(tuple(jobs)))
             except pykka.ActorDeadError:
                 log.exception("timer is dead; jobs saved but not started")
-
-    def children(self, job_id: str) -> list[str]:
-        """Return the ids of the jobs `job_id` scheduled, in order (kept after retention)."""
-        if self.store.load_job(job_id) is None:
-            raise JobNotFoundError(str(job_id))
-        return self.scheduled_functions.children(job_id)
-
-    def stats(self) -> Stats:
-        """Return counts by state, the scheduler's lag, how many run, and a health word."""
-        return self.scheduled_functions.stats(self.clock.now_ms())
-
-    @overload
-    def replay(
-        self, as_of: None = None, *, progress: Callable[[int, int], None] | None = None
-    ) -> int: ...
-    @overload
-    def replay(
-        self, as_of: int, *, progress: Callable[[int, int], None] | None = None
-    ) -> AsOfView: ...
-    def replay(
-        self, as_of: int | None = None, *, progress: Callable[[int, int], None] | None = None
-    ) -> int | AsOfView:
-        """Rebuild the view from the log (S27), or build a separate one as of `as_of` (ms).
-
-        Without `as_of`, the live view is dropped and rebuilt, and the number of job events
-        applied is returned. With it, the live view is left alone and a read-only view with the
-        same `get` / `query` is returned, as it stood at that instant; close it when done.
-        `progress(read, total)` is called after each page of the log.
-        """
-        db = self.store.db
-        decode = self.store.mapper.to_domain_event
-        if as_of is None:
-            return rebuild(
-                db,
-                decode,
-                retain_after_ms=self._retain_after(self.clock.now_ms()),
-                progress=progress,
-            )
-        if not is_plain_int(as_of):
-            raise ConfigurationError(f"as_of must be epoch milliseconds (int), got {as_of!r}")
-        return build_as_of(
-            db,
-            decode,
-            as_of,
-            retain_after_ms=self._retain_after(as_of),
-            progress=progress,
-        )
-
-    def _retain_after(self, now_ms: int) -> int | None:
-        return None if self.retention_ms is None else now_ms - self.retention_ms
-
-    def apply_retention(self, now_ms: int) -> int:
-        """Remove finished jobs older than the retention from the view, in batches (S28)."""
-        before = self._retain_after(now_ms)
-        if before is None:
-            return 0
-        removed = 0
-        while True:
-            with self.store.db.transaction(commit=True) as c:
-                batch = prune(c, TABLE, before, RETENTION_BATCH)
-            removed += batch
-            if batch < RETENTION_BATCH:
-                return removed
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         """Return the job's events, oldest first, each with `type`, `time` and its data (S29)."""

@@ -22,7 +22,8 @@ import click
 import orjson
 
 from schedlog import cli_render as render
-from schedlog.app import DEFAULT_RETENTION_MS, App
+from schedlog.app import App
+from schedlog.audit import DEFAULT_RETENTION_MS
 from schedlog.demo import DEFAULT_DEMO_PATH, run_demo
 from schedlog.errors import ConfigurationError, JobNotFoundError, SchedlogError
 from schedlog.events import JobState
