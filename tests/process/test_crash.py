@@ -117,17 +117,25 @@ class Worker:
         return status
 
 
-def schedule_workload(app: App, rng: random.Random) -> list[str]:
-    accounts = [Account(f"acc-{i}") for i in range(ACCOUNTS)]
+def schedule_workload(
+    app: App,
+    rng: random.Random,
+    mutations: int = MUTATIONS,
+    actions: int = ACTIONS,
+    spread_ms: int = 3_000,
+    accounts_count: int = ACCOUNTS,
+) -> list[str]:
+    accounts = [Account(f"acc-{i}") for i in range(accounts_count)]
     app.save(*accounts)
     ids = []
-    for i in range(MUTATIONS):
+    for i in range(mutations):
         cents = -1 if i % 23 == 0 else rng.randint(1, 1000)  # a few fail on purpose
         account = str(rng.choice(accounts).id)
-        ids.append(app.scheduler.run_after(rng.randint(0, 3_000), TRANSFER, account, cents, 1))
-    for i in range(ACTIONS):
+        delay = rng.randint(0, spread_ms)
+        ids.append(app.scheduler.run_after(delay, TRANSFER, account, cents, 1))
+    for i in range(actions):
         token = f"direct-{i}" + ("!" if i % 17 == 0 else "")
-        ids.append(app.scheduler.run_after(rng.randint(0, 3_000), EFFECT, token))
+        ids.append(app.scheduler.run_after(rng.randint(0, spread_ms), EFFECT, token))
     return ids
 
 
