@@ -120,6 +120,7 @@ class Worker:
 def schedule_workload(
     app: App,
     rng: random.Random,
+    *,
     mutations: int = MUTATIONS,
     actions: int = ACTIONS,
     spread_ms: int = 3_000,

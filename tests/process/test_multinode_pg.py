@@ -73,7 +73,12 @@ def test_three_nodes_share_the_work_and_survive_one_being_killed(
     scheduler = build_app(store, str(effects), LEASE_MS)
     try:
         ids = schedule_workload(
-            scheduler, random.Random(5), 1_400, 600, spread_ms=4_000, accounts_count=200
+            scheduler,
+            random.Random(5),
+            mutations=1_400,
+            actions=600,
+            spread_ms=4_000,
+            accounts_count=200,
         )
     finally:
         scheduler.close()
