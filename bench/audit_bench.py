@@ -27,6 +27,7 @@ import gc
 import heapq
 import io
 import itertools
+import math
 import os
 import platform
 import random
@@ -255,7 +256,7 @@ class Latency:
 
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
-    k = max(min(round(q * len(sorted_values) + 0.5) - 1, len(sorted_values) - 1), 0)
+    k = min(max(math.ceil(q * len(sorted_values)) - 1, 0), len(sorted_values) - 1)
     return sorted_values[k]
 
 

@@ -388,7 +388,7 @@ def test_nodes_on_postgresql_share_the_work_by_job_id(clock: FakeClock, pg_serve
     from tests.conftest import pg_url
 
     url = pg_url(f"{pg_server}_{uuid.uuid4().hex[:10]}")
-    nodes = [App(store=url, clock=clock) for _ in range(2)]
+    nodes = [App(store=url, clock=clock, lease_ms=120_000) for _ in range(2)]  # live throughout
     ran: dict[str, list[str]] = {node.node_id: [] for node in nodes}
     for node in nodes:
         node.action(name="jobs:work")(lambda ctx, node=node: ran[node.node_id].append(ctx.job_id))
