@@ -13,6 +13,7 @@ from schedlog.events import InvalidQueryError, JobState, ScheduledFunction
 from schedlog.events.validation import is_plain_int, is_text
 from schedlog.projections.rows import to_document
 from schedlog.projections.schema import COUNTS, LINKS, TABLE
+from schedlog.projections.sql import Dialect
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -179,11 +180,20 @@ class ScheduledFunctions:
         """
         keyset = "" if after is None else " AND (run_at, seq) > (?, ?)"
         rows = self._rows(
-            f"SELECT id, run_at, seq FROM {self._table} WHERE state = 'pending' AND run_at < ?"  # noqa: S608
-            f"{keyset} ORDER BY run_at, seq LIMIT ?",
+            f"SELECT id, run_at, seq FROM {self._table}{self._due_index()} "  # noqa: S608
+            f"WHERE state = 'pending' AND run_at < ?{keyset} ORDER BY run_at, seq LIMIT ?",
             [before_ms, *(after or ()), limit],
         )
         return [DueJob(r["run_at"], r["seq"], r["id"]) for r in rows]
+
+    def _due_index(self) -> str:
+        """Name the due index on SQLite: without statistics its planner prefers `by_state`.
+
+        With `state = 'pending'` an equality, SQLite picks `(state, scheduled_time, seq)` and
+        then sorts every pending job by `run_at`: 30 ms at 100,000 jobs, 460 ms at 1,000,000
+        (bench/audit_bench.py). PostgreSQL is left to its planner (not measured by the bench).
+        """
+        return f" INDEXED BY {self._table}_due" if self._db.dialect is Dialect.SQLITE else ""
 
     def due_job(self, job_id: str) -> DueJob | None:
         """Return `job_id` as the timer sees it, if it is pending."""
@@ -211,8 +221,8 @@ class ScheduledFunctions:
             counts = dict.fromkeys(sorted(_STATES), 0)
             counts.update({r["state"]: r["n"] for r in c.fetchall()})
             c.execute(
-                f"SELECT run_at FROM {self._table} WHERE state = 'pending' AND run_at <= ? "  # noqa: S608
-                "ORDER BY run_at LIMIT 1",
+                f"SELECT run_at FROM {self._table}{self._due_index()} "  # noqa: S608
+                "WHERE state = 'pending' AND run_at <= ? ORDER BY run_at LIMIT 1",
                 [now_ms],
             )
             row = c.fetchone()

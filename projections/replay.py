@@ -1,23 +1,32 @@
 """Rebuilds the view from the log, and builds views as of a past instant (S27, S28).
 
-Both read the log in pages, in global order, with constant memory, and run each event through
-the same pure `change_for` the live path uses. `rebuild` fills a table beside the live view,
+Both read the log in pages, in global order, with bounded memory, and run each event through
+the same pure `change_of` the live path uses. `rebuild` fills a table beside the live view,
 then swaps it in inside one short write transaction that first folds whatever was appended
 meanwhile; `build_as_of` fills a separate SQLite database that only holds the view.
+
+Replay does per event only what the view needs (issue 4): `JobEventDecoder` reads a stored
+event's JSON with orjson straight into the fields `change_of` takes (no domain event, UUID or
+timestamp is built), and `_Rows` folds the changes of recent jobs in memory, so each row is
+written once, in batches, instead of an INSERT and then an UPDATE per later event.
 """
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
+from uuid import UUID
 
+import orjson
+from eventsourcing.persistence import JSONTranscoder, Notification
 from eventsourcing.sqlite import SQLiteDatastore
+from eventsourcing.utils import resolve_topic
 
-from schedlog.events import ScheduledFunction
 from schedlog.projections.queries import ScheduledFunctions
-from schedlog.projections.rows import change_for
+from schedlog.projections.rows import TERMINAL, Change, apply_to_rows, change_of, event_time_of
 from schedlog.projections.schema import (
     COUNTS,
     POSITION,
@@ -29,25 +38,140 @@ from schedlog.projections.schema import (
     trigger_ddl,
 )
 from schedlog.projections.sql import Cur, Db, Dialect
-from schedlog.projections.view import JOB_TOPIC_PREFIX, VIEW_NAME, apply_change, notification_of
+from schedlog.projections.view import (
+    JOB_TOPIC_PREFIX,
+    VIEW_NAME,
+    apply_change,
+    insert_links,
+    insert_rows,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from eventsourcing.persistence import Notification
+    from eventsourcing.persistence import Mapper
 
-__all__ = ["AsOfView", "build_as_of", "event_time", "prune", "rebuild"]
+__all__ = ["AsOfView", "JobEventDecoder", "build_as_of", "event_time", "prune", "rebuild"]
 
 PAGE = 2_000
+PAGES_PER_TRANSACTION = 10
+"""A rebuild holds the write lock for this many pages at a time (a few tenths of a second)."""
+ROWS_IN_MEMORY = 50_000
+"""How many unwritten rows replay holds (tens of MB); beyond it the oldest half is written."""
 _REBUILD = TABLE + "_rebuild"
+
+Fields = tuple[type, str, int, dict[str, Any]]
+"""A job event as `change_of` takes it: its class, job id, version and fields."""
 
 
 def event_time(event: object) -> int | None:
     """Return an event's domain time in ms (when it happened, by the App's clock)."""
-    if isinstance(event, ScheduledFunction.Scheduled):
-        return event.creation_time_ms
-    at = getattr(event, "at_ms", None)
-    return at if isinstance(at, int) else None
+    return event_time_of(type(event), vars(event)) if hasattr(event, "__dict__") else None
+
+
+def job_id_of(originator_id: object) -> str:
+    """Return a job's id (its UUID as text) from the log's originator id (`UUID.hex` in SQLite)."""
+    if isinstance(originator_id, str) and len(originator_id) == 32:  # noqa: PLR2004 - a UUID.hex
+        h = originator_id
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return str(originator_id if isinstance(originator_id, UUID) else UUID(str(originator_id)))
+
+
+class JobEventDecoder:
+    """Decode stored job events into what `change_of` takes, without building domain events.
+
+    The mapper's JSON transcoder calls a Python hook on every JSON object, parses the
+    timestamp and builds a UUID and an event object; the view needs none of that. A job
+    event's state holds one transcoded value, its timestamp, which the view does not use, so
+    its JSON is read with orjson and upcast with the event class's own upcasters. Anything
+    else (another transcoded value, JSON orjson refuses, a cipher or a compressor) goes
+    through the mapper, so both paths give the same fields.
+    """
+
+    def __init__(self, mapper: Mapper[Any]) -> None:
+        self._mapper = mapper
+        self._plain = (
+            mapper.cipher is None
+            and mapper.compressor is None
+            and isinstance(mapper.transcoder, JSONTranscoder)
+        )
+        self._classes: dict[str, tuple[type, int]] = {}
+
+    def decode(self, nid: int, oid: Any, version: int, topic: str, state: bytes) -> Fields:
+        """Decode one stored event, given its notification's fields."""
+        if self._plain and state.count(b'"_type_"') == 1:
+            try:
+                fields = orjson.loads(state)
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if isinstance(fields, dict) and isinstance(fields.get("timestamp"), dict):
+                    return self._upcast(topic, oid, version, fields)
+        notification = Notification(
+            id=nid,
+            originator_id=oid if isinstance(oid, UUID) else UUID(oid),
+            originator_version=version,
+            topic=topic,
+            state=state,
+        )
+        event: Any = self._mapper.to_domain_event(notification)
+        return type(event), str(event.originator_id), event.originator_version, vars(event)
+
+    def _upcast(self, topic: str, oid: Any, version: int, fields: dict[str, Any]) -> Fields:
+        known = self._classes.get(topic)
+        if known is None:
+            cls = resolve_topic(topic)
+            known = self._classes[topic] = (cls, getattr(cls, "class_version", 1))
+        cls, class_version = known
+        from_version = fields.pop("class_version", 1)
+        while from_version < class_version:  # as the mapper does
+            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(fields)
+            from_version += 1
+        return cls, job_id_of(oid), version, fields
+
+
+class _Rows:
+    """The rows replay has not written yet; the changes of their later events fold in memory.
+
+    A change to a row already written is an UPDATE, as on the live path. Rows are written
+    oldest first, in batches, once more than ROWS_IN_MEMORY are held, and all of them by
+    `flush()`. A row that retention would prune at once is not written at all: a finished
+    row's state and completion time never change again (only its version, S21).
+    """
+
+    def __init__(self, table: str, retain_after_ms: int | None) -> None:
+        self.table = table
+        self.retain_after_ms = retain_after_ms
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.cursor: Cur | None = None
+
+    def apply(self, change: Change) -> None:
+        if change.insert:
+            self.rows[change.job_id] = dict(change.values)
+            if len(self.rows) > ROWS_IN_MEMORY:
+                self.flush(len(self.rows) // 2)
+        elif change.job_id in self.rows:
+            apply_to_rows(self.rows, change)
+        else:
+            apply_change(self._cursor(), change, self.table)
+
+    def flush(self, count: int | None = None) -> None:
+        """Write the `count` oldest rows (all of them by default), in id order."""
+        ids = sorted(itertools.islice(self.rows, count))  # the id index's order: fewer pages
+        rows = [self.rows.pop(job_id) for job_id in ids]
+        c = self._cursor()
+        insert_links(c, rows)
+        before = self.retain_after_ms
+        if before is not None:
+            rows = [r for r in rows if r["state"] not in TERMINAL or r["completed_time"] > before]
+        if rows:
+            insert_rows(c, rows, self.table)
+
+    def _cursor(self) -> Cur:
+        if self.cursor is None:
+            msg = "replay wrote a row outside a transaction"
+            raise RuntimeError(msg)
+        return self.cursor
 
 
 def prune(c: Cur, table: str, before_ms: int, limit: int) -> int:
@@ -60,45 +184,80 @@ def prune(c: Cur, table: str, before_ms: int, limit: int) -> int:
     return c.changes()
 
 
-def _page(db: Db, c: Cur, after: int, upto: int | None) -> list[Any]:
+def _page(db: Db, c: Cur, after: int, upto: int | None) -> list[tuple[Any, ...]]:
+    """Return the next page of the log: (position, originator id, version, topic, state)."""
     pos = db.position_column
     bound = "" if upto is None else f" AND {pos} <= ?"
-    c.execute(
+    return c.tuples(
         f"SELECT {pos}, originator_id, originator_version, topic, state "  # noqa: S608
         f"FROM {db.events_table} WHERE {pos} > ?{bound} ORDER BY {pos} LIMIT ?",
         (after, *(() if upto is None else (upto,)), PAGE),
     )
-    return c.fetchall()
 
 
 def _fold(
-    db: Db,
-    rows: list[Any],
-    decode: Callable[[Notification], object],
-    apply: Callable[[object, int], None],
+    rows: list[tuple[Any, ...]], decoder: JobEventDecoder, apply: Callable[[Fields, int], None]
 ) -> int:
     applied = 0
-    for row in rows:
-        if not row["topic"].startswith(JOB_TOPIC_PREFIX):
+    for nid, oid, version, topic, state in rows:
+        if not topic.startswith(JOB_TOPIC_PREFIX):
             continue
-        notification = notification_of(row, db.position_column)
-        apply(decode(notification), notification.id)
+        blob = state if isinstance(state, bytes) else bytes(state)  # PostgreSQL: a memoryview
+        apply(decoder.decode(nid, oid, version, topic, blob), nid)
         applied += 1
     return applied
 
 
-def _applier(c: Cur) -> Callable[[object, int], None]:
-    def apply(event: object, seq: int) -> None:
-        change = change_for(event, seq)
+def _applier(out: _Rows) -> Callable[[Fields, int], None]:
+    def apply(event: Fields, seq: int) -> None:
+        change = change_of(*event, seq)
         if change is not None:
-            apply_change(c, change, _REBUILD)
+            out.apply(change)
 
     return apply
 
 
+def _fold_log(  # noqa: PLR0913, PLR0917 - one loop for both replays
+    db: Db,
+    target: Db,
+    decoder: JobEventDecoder,
+    out: _Rows,
+    apply: Callable[[Fields, int], None],
+    total: int,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[int, int]:
+    """Fold the log into `target`: the store's own database, or another one up to `total`.
+
+    Each transaction on `target` folds a few pages; return the last position read and how many
+    job events were folded.
+    """
+    upto = None if target.datastore is db.datastore else total
+    position, folded, done = 0, 0, False
+    while not done:
+        with target.transaction(commit=True) as c:
+            out.cursor = c
+            for _ in range(PAGES_PER_TRANSACTION):
+                if upto is None:
+                    rows = _page(db, c, position, None)
+                else:
+                    with db.transaction(commit=False) as r:
+                        rows = _page(db, r, position, upto)
+                if not rows:
+                    done = True
+                    break
+                folded += _fold(rows, decoder, apply)
+                position = rows[-1][0]
+                if progress is not None:
+                    progress(position, max(total, position))
+            if done:
+                out.flush()
+            out.cursor = None
+    return position, folded
+
+
 def rebuild(
     db: Db,
-    decode: Callable[[Notification], object],
+    decoder: JobEventDecoder,
     *,
     retain_after_ms: int | None,
     progress: Callable[[int, int], None] | None = None,
@@ -109,22 +268,15 @@ def rebuild(
         c.execute(table_ddl(_REBUILD, db.dialect))
         c.execute(f"SELECT MAX({db.position_column}) AS last FROM {db.events_table}")  # noqa: S608
         total = c.fetchone()["last"] or 0
-    position, applied = 0, 0
-    while True:  # 1. page through the log, one short transaction per page
-        with db.transaction(commit=True) as c:
-            rows = _page(db, c, position, None)
-            if not rows:
-                break
-            applied += _fold(db, rows, decode, _applier(c))
-            position = rows[-1][db.position_column]
-        if progress is not None:
-            progress(position, max(total, position))
-    return applied + _swap(db, decode, position, retain_after_ms)
+    out = _Rows(_REBUILD, retain_after_ms)
+    # 1. page through the log, a few pages per short transaction
+    position, applied = _fold_log(db, db, decoder, out, _applier(out), total, progress)
+    return applied + _swap(db, decoder, position, retain_after_ms)
 
 
 def _swap(
     db: Db,
-    decode: Callable[[Notification], object],
+    decoder: JobEventDecoder,
     position: int,
     retain_after_ms: int | None,
 ) -> int:
@@ -133,9 +285,13 @@ def _swap(
         # 2. One write transaction: what was appended meanwhile, retention, then the swap.
         if db.dialect is Dialect.POSTGRES:  # the event writers' lock: nothing appends meanwhile
             c.execute(f"LOCK TABLE {db.events_table} IN EXCLUSIVE MODE")
+        out = _Rows(_REBUILD, retain_after_ms)
+        out.cursor = c
+        apply = _applier(out)
         while rows := _page(db, c, position, None):
-            applied += _fold(db, rows, decode, _applier(c))
-            position = rows[-1][db.position_column]
+            applied += _fold(rows, decoder, apply)
+            position = rows[-1][0]
+        out.flush()
         if retain_after_ms is not None:
             while prune(c, _REBUILD, retain_after_ms, 10_000):
                 pass
@@ -179,7 +335,7 @@ class AsOfView(ScheduledFunctions):
 
 def build_as_of(
     db: Db,
-    decode: Callable[[Notification], object],
+    decoder: JobEventDecoder,
     as_of_ms: int,
     *,
     retain_after_ms: int | None,
@@ -189,36 +345,30 @@ def build_as_of(
     name = Path(tempfile.mkdtemp(prefix="schedlog-as-of-")) / "view.db"
     datastore = SQLiteDatastore(str(name))
     out_db = Db(datastore, Dialect.SQLITE, "", "rowid")
-    with out_db.transaction(commit=True) as out:
-        for statement in [table_ddl(TABLE), *index_ddl(TABLE), *links_ddl()]:
-            out.execute(statement)
+    with out_db.transaction(commit=True) as out_c:
+        for statement in [table_ddl(TABLE), *links_ddl()]:
+            out_c.execute(statement)
     with db.transaction(commit=False) as c:
         c.execute(f"SELECT MAX({db.position_column}) AS last FROM {db.events_table}")  # noqa: S608
         total = c.fetchone()["last"] or 0
-    position, applied = 0, 0
-    while True:
-        with db.transaction(commit=False) as c:
-            rows = _page(db, c, position, total)
-        if not rows:
-            break
-        position = rows[-1][db.position_column]
-        with out_db.transaction(commit=True) as out:
+    out = _Rows(TABLE, retain_after_ms)
+    applied = 0
 
-            def apply(event: object, seq: int, out: Cur = out) -> None:
-                nonlocal applied
-                time = event_time(event)
-                if time is None or time > as_of_ms:
-                    return
-                change = change_for(event, seq)
-                if change is not None:
-                    apply_change(out, change, TABLE)
-                    applied += 1
+    def apply(event: Fields, seq: int) -> None:
+        nonlocal applied
+        time = event_time_of(event[0], event[3])
+        if time is None or time > as_of_ms:
+            return
+        change = change_of(*event, seq)
+        if change is not None:
+            out.apply(change)
+            applied += 1
 
-            _fold(db, rows, decode, apply)
-        if progress is not None:
-            progress(position, total)
-    if retain_after_ms is not None:
-        with out_db.transaction(commit=True) as out:
-            while prune(out, TABLE, retain_after_ms, 10_000):
+    _fold_log(db, out_db, decoder, out, apply, total, progress)
+    with out_db.transaction(commit=True) as out_c:
+        if retain_after_ms is not None:
+            while prune(out_c, TABLE, retain_after_ms, 10_000):
                 pass
+        for statement in index_ddl(TABLE):  # once, at the end: faster than row by row
+            out_c.execute(statement)
     return AsOfView(datastore, as_of_ms, applied, name)

@@ -1,8 +1,9 @@
 """The pure event -> view-row function of `_scheduled_functions`, and its document (read side).
 
-`change_for` is the one projection function: the live path applies it inside the events' own
-transaction, and replay runs the log through it. It reads no state, so a change can be applied
-to a SQL table (`view.py`) or to a dict of rows (`apply_to_rows`, used by tests and audits).
+`change_of` is the one projection function: the live path applies it, through `change_for`, to
+domain events inside their own transaction, and replay runs the log's stored fields through it
+without building domain events. It reads no state, so a change can be applied to a SQL table
+(`view.py`) or to a dict of rows (`apply_to_rows`, used by replay, tests and audits).
 """
 
 from __future__ import annotations
@@ -17,7 +18,16 @@ from schedlog.events import JobState, ScheduledFunction
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-__all__ = ["COLUMNS", "Change", "apply_to_rows", "change_for", "to_document"]
+__all__ = [
+    "COLUMNS",
+    "PROJECTED",
+    "Change",
+    "apply_to_rows",
+    "change_for",
+    "change_of",
+    "event_time_of",
+    "to_document",
+]
 
 COLUMNS = (
     "id",
@@ -58,62 +68,86 @@ class Change:
     insert: bool = False
 
 
+_F = ScheduledFunction
+PROJECTED: tuple[type, ...] = (_F.Scheduled, _F.Started, _F.Retried, _F.Canceled, _F.Completed)
+"""The job events the view folds; every other event (the user's aggregates) changes nothing."""
+
+
 def change_for(event: object, seq: int) -> Change | None:
     """Return the change `event` makes to the view; `seq` is its position in the log.
 
     Events of other aggregates return None.
     """
-    match event:
-        case ScheduledFunction.Scheduled():
-            return Change(
-                job_id=str(event.originator_id),
-                insert=True,
-                guarded={},
-                values={
-                    "id": str(event.originator_id),
-                    "seq": seq,
-                    "creation_time": event.creation_time_ms,
-                    "name": event.name,
-                    "kind": event.kind,
-                    "args": orjson.dumps(event.args),
-                    "kwargs": orjson.dumps(event.kwargs) if event.kwargs else None,
-                    "scheduled_time": event.scheduled_time_ms,
-                    "run_at": event.scheduled_time_ms,
-                    "completed_time": None,
-                    "state": JobState.PENDING.value,
-                    "error": None,
-                    "parent_id": event.parent_id,
-                    "attempt": 1,
-                    "node_id": None,
-                    "lease_until": None,
-                    "version": event.originator_version,
-                },
-            )
-        case ScheduledFunction.Started():
-            values: dict[str, Any] = {
-                "state": JobState.IN_PROGRESS.value,
-                "node_id": event.node_id,
-                "attempt": event.attempt,
-                "lease_until": event.lease_until_ms,
-            }
-            guarded: dict[str, Any] = {}
-        case ScheduledFunction.Retried():
-            values = {"attempt": event.attempt + 1, "run_at": event.next_run_ms}
-            guarded = {}
-        case ScheduledFunction.Canceled():
-            values = {"state": JobState.CANCELED.value, "completed_time": event.at_ms}
-            guarded = {}
-        case ScheduledFunction.Completed():
-            values = {}
-            guarded = {
-                "state": event.outcome,
-                "completed_time": event.at_ms,
-                "error": event.error,
-            }
-        case _:
-            return None
-    version = event.originator_version
-    return Change(str(event.originator_id), {**values, "version": version}, guarded)
+    kind = next((k for k in PROJECTED if isinstance(event, k)), None)
+    if kind is None:
+        return None
+    e: Any = event
+    return change_of(kind, str(e.originator_id), e.originator_version, vars(e), seq)
+
+
+def change_of(
+    kind: type, job_id: str, version: int, fields: Mapping[str, Any], seq: int
+) -> Change | None:
+    """Return the change an event of class `kind` makes to the view, from its fields.
+
+    `fields` are the event's attributes (a domain event's `vars`, or its stored JSON once
+    upcast, see `replay.py`), `job_id` the job's id as text and `version` the event's
+    `originator_version`. Classes not in `PROJECTED` return None.
+    """
+    if kind is _F.Scheduled:
+        return Change(
+            job_id=job_id,
+            insert=True,
+            guarded={},
+            values={
+                "id": job_id,
+                "seq": seq,
+                "creation_time": fields["creation_time_ms"],
+                "name": fields["name"],
+                "kind": fields["kind"],
+                "args": orjson.dumps(fields["args"]),
+                "kwargs": orjson.dumps(fields["kwargs"]) if fields["kwargs"] else None,
+                "scheduled_time": fields["scheduled_time_ms"],
+                "run_at": fields["scheduled_time_ms"],
+                "completed_time": None,
+                "state": JobState.PENDING.value,
+                "error": None,
+                "parent_id": fields["parent_id"],
+                "attempt": 1,
+                "node_id": None,
+                "lease_until": None,
+                "version": version,
+            },
+        )
+    guarded: dict[str, Any] = {}
+    if kind is _F.Started:
+        values: dict[str, Any] = {
+            "state": JobState.IN_PROGRESS.value,
+            "node_id": fields["node_id"],
+            "attempt": fields["attempt"],
+            "lease_until": fields["lease_until_ms"],
+        }
+    elif kind is _F.Retried:
+        values = {"attempt": fields["attempt"] + 1, "run_at": fields["next_run_ms"]}
+    elif kind is _F.Canceled:
+        values = {"state": JobState.CANCELED.value, "completed_time": fields["at_ms"]}
+    elif kind is _F.Completed:
+        values = {}
+        guarded = {
+            "state": fields["outcome"],
+            "completed_time": fields["at_ms"],
+            "error": fields["error"],
+        }
+    else:
+        return None
+    values["version"] = version
+    return Change(job_id, values, guarded)
+
+
+def event_time_of(kind: type, fields: Mapping[str, Any]) -> int | None:
+    """Return when an event happened (ms, by the App's clock), from its class and fields."""
+    at = fields.get("creation_time_ms" if kind is _F.Scheduled else "at_ms")
+    return at if isinstance(at, int) else None
 
 
 def apply_to_rows(rows: dict[str, dict[str, Any]], change: Change) -> None:

@@ -11,8 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from psycopg.rows import tuple_row
+
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
 
 __all__ = ["Cur", "Db", "Dialect"]
 
@@ -39,6 +41,30 @@ class Cur:
             self._raw.execute(sql.replace("?", "%s"), list(params))
         else:
             self._raw.execute(sql, list(params))
+
+    def executemany(self, sql: str, params: Iterable[Sequence[object]]) -> None:
+        """Run one statement once for each parameter row (replay's batched writes)."""
+        if self._dialect is Dialect.POSTGRES:
+            self._raw.executemany(sql.replace("?", "%s"), params)
+        else:
+            self._raw.executemany(sql, params)
+
+    def tuples(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """Run a query in this transaction; return its rows as plain tuples (cheaper to build).
+
+        Replay reads millions of rows; a row by name costs more than the fold of its event.
+        """
+        if self._dialect is Dialect.POSTGRES:
+            with self._raw.connection.cursor(row_factory=tuple_row) as cur:
+                cur.execute(sql.replace("?", "%s"), list(params))
+                return list(cur.fetchall())
+        cur = getattr(self._raw, "sqlite_cursor", self._raw).connection.cursor()
+        cur.row_factory = None
+        try:
+            cur.execute(sql, list(params))
+            return list(cur.fetchall())
+        finally:
+            cur.close()
 
     def fetchall(self) -> list[Any]:
         """Return every row left, each indexable by column name."""

@@ -11,6 +11,7 @@ exactly once and in global order (S26).
 
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
@@ -26,7 +27,7 @@ from schedlog.projections.schema import LINKS, POSITION, TABLE, view_ddl
 from schedlog.projections.sql import Cur, Db, Dialect
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from eventsourcing.persistence import StoredEvent
     from eventsourcing.postgres import PostgresDatastore
@@ -42,6 +43,8 @@ __all__ = [
     "ViewKeeper",
     "ViewRecorder",
     "apply_change",
+    "insert_links",
+    "insert_rows",
     "notification_of",
 ]
 
@@ -52,6 +55,7 @@ VIEW_EVENTS = "schedlog_view_events"
 JOB_TOPIC_PREFIX = get_topic(ScheduledFunction) + "."
 """Every event topic of the job aggregate starts with this; the view skips all others."""
 
+_ROW_VALUES = operator.itemgetter(*COLUMNS)
 _NOT_TERMINAL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
 _LINK = f"INSERT INTO {LINKS} (parent_id, child_id, seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"  # noqa: S608
 _SET_POSITION = (
@@ -265,3 +269,15 @@ def apply_change(c: Cur, change: Change, table: str = TABLE) -> None:
             f"UPDATE {table} SET {cols} WHERE id = ? AND {_NOT_TERMINAL}",  # noqa: S608
             [*change.guarded.values(), change.job_id],
         )
+
+
+def insert_rows(c: Cur, rows: Iterable[Mapping[str, Any]], table: str = TABLE) -> None:
+    """Write whole new rows to `table` in one statement (replay's batches; no links)."""
+    c.executemany(_insert_sql(table), map(_ROW_VALUES, rows))
+
+
+def insert_links(c: Cur, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Record the parent of each new row that has one (as `apply_change` does for an insert)."""
+    links = [(r["parent_id"], r["id"], r["seq"]) for r in rows if r["parent_id"] is not None]
+    if links:
+        c.executemany(_LINK, links)

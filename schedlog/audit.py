@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, overload
 
 from schedlog.errors import ConfigurationError, JobNotFoundError
 from schedlog.events.validation import is_plain_int
-from schedlog.projections.replay import AsOfView, build_as_of, prune, rebuild
+from schedlog.projections.replay import AsOfView, JobEventDecoder, build_as_of, prune, rebuild
 from schedlog.projections.schema import TABLE
 
 if TYPE_CHECKING:
@@ -59,11 +59,11 @@ class Audit:
         `progress(read, total)` is called after each page of the log.
         """
         db = self.store.db
-        decode = self.store.mapper.to_domain_event
+        decoder = JobEventDecoder(self.store.mapper)
         if as_of is None:
             return rebuild(
                 db,
-                decode,
+                decoder,
                 retain_after_ms=self._retain_after(self.clock.now_ms()),
                 progress=progress,
             )
@@ -71,7 +71,7 @@ class Audit:
             raise ConfigurationError(f"as_of must be epoch milliseconds (int), got {as_of!r}")
         return build_as_of(
             db,
-            decode,
+            decoder,
             as_of,
             retain_after_ms=self._retain_after(as_of),
             progress=progress,
