@@ -195,14 +195,6 @@ class ScheduledFunctions:
         """
         return f" INDEXED BY {self._table}_due" if self._db.dialect is Dialect.SQLITE else ""
 
-    def due_job(self, job_id: str) -> DueJob | None:
-        """Return `job_id` as the timer sees it, if it is pending."""
-        rows = self._rows(
-            f"SELECT id, run_at, seq FROM {self._table} WHERE id = ? AND state = 'pending'",  # noqa: S608
-            [job_id],
-        )
-        return DueJob(rows[0]["run_at"], rows[0]["seq"], rows[0]["id"]) if rows else None
-
     def children(self, job_id: str) -> list[str]:
         """Return the ids of the jobs `job_id` scheduled, in scheduling order (kept for good)."""
         rows = self._rows(

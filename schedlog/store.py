@@ -298,6 +298,21 @@ def open_store(config: StoreConfig) -> tuple[JobStore, ScheduledFunctions]:
     return store, ScheduledFunctions(recorder.db)
 
 
+def _connect(settings: dict[str, str]) -> Any:
+    """Open one autocommit connection outside the pool, with the store's settings."""
+    import psycopg  # noqa: PLC0415 - only PostgreSQL stores need the driver
+
+    return psycopg.connect(
+        dbname=settings["POSTGRES_DBNAME"],
+        host=settings["POSTGRES_HOST"],
+        port=int(settings["POSTGRES_PORT"]),
+        user=settings["POSTGRES_USER"],
+        password=settings["POSTGRES_PASSWORD"],
+        connect_timeout=int(settings["POSTGRES_CONNECT_TIMEOUT"]),
+        autocommit=True,
+    )
+
+
 def _create_schema(config: StoreConfig) -> None:
     """Create the store's PostgreSQL schema if it is missing (the library expects it)."""
     import psycopg  # noqa: PLC0415 - only PostgreSQL stores need the driver
@@ -305,15 +320,7 @@ def _create_schema(config: StoreConfig) -> None:
     settings = config.postgres
     assert settings is not None  # noqa: S101
     try:
-        with psycopg.connect(
-            dbname=settings["POSTGRES_DBNAME"],
-            host=settings["POSTGRES_HOST"],
-            port=int(settings["POSTGRES_PORT"]),
-            user=settings["POSTGRES_USER"],
-            password=settings["POSTGRES_PASSWORD"],
-            connect_timeout=int(settings["POSTGRES_CONNECT_TIMEOUT"]),
-            autocommit=True,
-        ) as conn:
+        with _connect(settings) as conn:
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{settings["POSTGRES_SCHEMA"]}"')
     except psycopg.Error as e:
         raise StoreError(f"cannot open store {config.safe_url!r}: {e}") from e
@@ -336,16 +343,7 @@ class ChangeListener:
         import psycopg  # noqa: PLC0415 - only PostgreSQL stores need the driver
 
         if self._conn is None or self._conn.closed:
-            settings = self._settings
-            self._conn = psycopg.connect(
-                dbname=settings["POSTGRES_DBNAME"],
-                host=settings["POSTGRES_HOST"],
-                port=int(settings["POSTGRES_PORT"]),
-                user=settings["POSTGRES_USER"],
-                password=settings["POSTGRES_PASSWORD"],
-                connect_timeout=int(settings["POSTGRES_CONNECT_TIMEOUT"]),
-                autocommit=True,
-            )
+            self._conn = _connect(self._settings)
             self._conn.execute(f'LISTEN "{self._channel}"')
         try:
             for _ in self._conn.notifies(timeout=timeout_s, stop_after=1):
