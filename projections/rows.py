@@ -16,7 +16,7 @@ import orjson
 from schedlog.events import JobState, ScheduledFunction
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 __all__ = [
     "COLUMNS",
@@ -142,6 +142,32 @@ def change_of(
         return None
     values["version"] = version
     return Change(job_id, values, guarded)
+
+
+def merge_changes(changes: Sequence[Change]) -> list[Change]:
+    """Merge consecutive changes of one job into one, where the result is certain.
+
+    A save's events of one job (a mutation's `Started` and `Completed`, a job scheduled and
+    canceled at once) then cost one statement. A row inserted and changed folds into the insert;
+    two updates merge when the first fixes the state the second's guard depends on.
+    """
+    merged: list[Change] = []
+    for change in changes:
+        last = merged[-1] if merged else None
+        if last is None or last.job_id != change.job_id or change.insert:
+            merged.append(change)
+        elif last.insert:
+            row = dict(last.values)
+            apply_to_rows({change.job_id: row}, change)
+            merged[-1] = Change(change.job_id, row, {}, insert=True)
+        elif not last.guarded and "state" in last.values:
+            values = {**last.values, **change.values}
+            if values["state"] not in TERMINAL:  # the guard, as the row would then stand
+                values.update(change.guarded)
+            merged[-1] = Change(change.job_id, values, {})
+        else:
+            merged.append(change)
+    return merged
 
 
 def event_time_of(kind: type, fields: Mapping[str, Any]) -> int | None:

@@ -1,9 +1,10 @@
 """The `_scheduled_functions` view, each event applied with the view's position (read side).
 
 The store's application recorder keeps the view: every insert of events also applies their view
-changes and advances the view's position, in the same transaction, on SQLite
-(`ViewRecorder._insert_events`) and on PostgreSQL (`PgViewRecorder`, after the event ids are
-issued under the library's table lock, so in log order). The view can therefore never lag or
+changes and advances the view's position, in the same transaction, on SQLite (`ViewRecorder`)
+and on PostgreSQL (`PgViewRecorder`, after the event ids are issued under the library's table
+lock, so in log order). Concurrent saves share one transaction (`group_commit`): the position is
+read once and written once per group. The view can therefore never lag or
 diverge from the log, and a conflicting save rolls both back. Events that reached the log some
 other way (a gap before this insert) are folded in first, in log order, so every event is applied
 exactly once and in global order (S26).
@@ -12,17 +13,20 @@ exactly once and in global order (S26).
 from __future__ import annotations
 
 import operator
+import sqlite3
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
+import psycopg
+from eventsourcing.persistence import IntegrityError, Notification
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Composed
 
 from schedlog.events import ScheduledFunction
-from schedlog.projections.rows import COLUMNS, TERMINAL, Change, change_for
+from schedlog.projections.group_commit import GroupCommit, Save
+from schedlog.projections.rows import COLUMNS, TERMINAL, Change, change_for, merge_changes
 from schedlog.projections.schema import LINKS, POSITION, TABLE, view_ddl
 from schedlog.projections.sql import Cur, Db, Dialect
 
@@ -31,8 +35,6 @@ if TYPE_CHECKING:
 
     from eventsourcing.persistence import StoredEvent
     from eventsourcing.postgres import PostgresDatastore
-    from psycopg import Cursor
-    from psycopg.rows import DictRow
 
 __all__ = [
     "JOB_TOPIC_PREFIX",
@@ -99,15 +101,24 @@ class ViewKeeper:
         """The view's database: the store's own."""
         raise NotImplementedError
 
-    def _keep_view(
-        self, cur: Cur, stored_events: Sequence[StoredEvent], ids: Sequence[int], kwargs: Any
-    ) -> None:
-        position = read_position(cur)
+    def _apply_save(
+        self,
+        cur: Cur,
+        position: int,
+        stored_events: Sequence[StoredEvent],
+        ids: Sequence[int],
+        kwargs: Any,
+    ) -> int:
+        """Apply one save's job events after the view's `position`; return the new position.
+
+        Events that reached the log before them without this recorder are folded in first.
+        """
         if ids[0] > position + 1:
             self._fold(cur, position, ids[0] - 1)
         given = {
             (str(e.originator_id), e.originator_version): e for e in kwargs.get(VIEW_EVENTS, ())
         }
+        changes: list[Change] = []
         for stored, nid in zip(stored_events, ids, strict=True):
             if not stored.topic.startswith(JOB_TOPIC_PREFIX):
                 continue
@@ -124,8 +135,10 @@ class ViewKeeper:
                 )
             change = change_for(event, nid)
             if change is not None:
-                apply_change(cur, change)
-        cur.execute(_SET_POSITION, (VIEW_NAME, ids[-1]))
+                changes.append(change)
+        for change in merge_changes(changes):
+            apply_change(cur, change)
+        return ids[-1]
 
     def _decode(self, notification: Notification) -> object:
         if self.decode is None:
@@ -183,6 +196,44 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
 
     dialect = Dialect.SQLITE
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._group = GroupCommit(self._commit_group)
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """Insert events and keep the view; concurrent saves share one commit (group commit)."""
+        return self._group.insert(stored_events, kwargs)
+
+    def _commit_group(self, group: list[Save]) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            cur = Cur(c, Dialect.SQLITE)
+            position: int | None = None
+            if len(group) == 1:
+                group[0].ids, position = self._insert(c, cur, position, group[0])
+            else:
+                for save in group:  # each in a savepoint: a conflict rolls back that save only
+                    c.execute("SAVEPOINT schedlog_save")
+                    try:
+                        save.ids, position = self._insert(c, cur, position, save)
+                    except sqlite3.IntegrityError as e:
+                        c.execute("ROLLBACK TO schedlog_save")
+                        save.error = IntegrityError(e)
+                    c.execute("RELEASE schedlog_save")
+            if position is not None:
+                cur.execute(_SET_POSITION, (VIEW_NAME, position))
+
+    def _insert(
+        self, c: SQLiteCursor, cur: Cur, position: int | None, save: Save
+    ) -> tuple[Sequence[int] | None, int | None]:
+        ids = SQLiteApplicationRecorder._insert_events(self, c, save.events, **save.kwargs)  # noqa: SLF001
+        if ids:
+            if position is None:  # read once this transaction holds the write lock
+                position = read_position(cur)
+            position = self._apply_save(cur, position, save.events, ids, save.kwargs)
+        return ids, position
+
     @property
     def db(self) -> Db:
         """The SQLite datastore, where event positions are rowids."""
@@ -192,14 +243,6 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
         """Add the view's tables, indexes and triggers to the events table."""
         return [*super().construct_create_table_statements(), *view_ddl(Dialect.SQLITE)]
 
-    def _insert_events(
-        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        ids = super()._insert_events(c, stored_events, **kwargs)
-        if ids:
-            self._keep_view(Cur(c, Dialect.SQLITE), stored_events, ids, kwargs)
-        return ids
-
 
 class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
     """PostgreSQL: records events, and keeps `_scheduled_functions` in the same transaction."""
@@ -208,6 +251,7 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
 
     def __init__(self, datastore: PostgresDatastore, **kwargs: Any) -> None:
         super().__init__(datastore, **kwargs)
+        self._group = GroupCommit(self._commit_group)
         schema = datastore.schema
         self.sql_create_statements.extend(
             Composed([SQL(f'SET search_path TO "{schema}"; {statement}')])
@@ -228,7 +272,7 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
-        """Insert events and keep the view, in one plain transaction.
+        """Insert events and keep the view; concurrent saves share one commit (group commit).
 
         The library inserts in psycopg's pipeline mode; with the view's writes added, that hung
         on saves of a few MiB (seen with two 3 MiB jobs). A plain transaction does the same
@@ -236,17 +280,46 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
         """
         if not stored_events:
             return []
-        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            self._insert_stored_events(curs, stored_events, **kwargs)
-            return self._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        return self._group.insert(stored_events, kwargs)
 
-    def _fetch_ids_after_insert_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        ids = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
-        if ids:  # still inside the insert's transaction, under its table lock
-            self._keep_view(self.db.cursor_of(curs), stored_events, ids, kwargs)
-        return ids
+    def _commit_group(self, group: list[Save]) -> None:
+        """Commit the group in one transaction; if one save conflicts, commit each on its own.
+
+        No savepoints: each costs two round trips per save, and conflicts are rare (the work is
+        spread over the nodes); a conflicting group is rolled back whole and split.
+        """
+        try:
+            self._commit_together(group)
+        except _SplitGroup:
+            for save in group:
+                try:
+                    self._commit_together([save])
+                except _SplitGroup as split:
+                    save.ids, save.error = None, IntegrityError(str(split.__cause__))
+
+    def _commit_together(self, group: list[Save]) -> None:
+        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
+            cur = self.db.cursor_of(curs)
+            position: int | None = None
+            try:
+                for save in group:
+                    self._insert_stored_events(curs, save.events, **save.kwargs)
+                    ids = PostgresApplicationRecorder._fetch_ids_after_insert_events(  # noqa: SLF001
+                        self, curs, save.events, **save.kwargs
+                    )
+                    if ids:
+                        if position is None:  # read under the table lock the insert took
+                            position = read_position(cur)
+                        position = self._apply_save(cur, position, save.events, ids, save.kwargs)
+                    save.ids = ids
+            except psycopg.IntegrityError as e:
+                raise _SplitGroup from e  # leaving the block rolls the transaction back
+            if position is not None:
+                cur.execute(_SET_POSITION, (VIEW_NAME, position))
+
+
+class _SplitGroup(Exception):  # noqa: N818 - a signal, not an error
+    """A save in a PostgreSQL group conflicted: roll the group back and commit one by one."""
 
 
 def apply_change(c: Cur, change: Change, table: str = TABLE) -> None:

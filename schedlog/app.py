@@ -26,7 +26,7 @@ from schedlog.actors.recovery import RecoverNow, RecoveryActor
 from schedlog.actors.timer import Spread, TimerActor
 from schedlog.audit import DEFAULT_RETENTION_MS, Audit
 from schedlog.clock import Clock, SystemClock
-from schedlog.context import ActionCtx, AppScheduler, MutationCtx
+from schedlog.context import ActionCtx, AppScheduler, MutationCtx, run_mutation_now
 from schedlog.errors import (
     ConfigurationError,
     IdleTimeoutError,
@@ -183,6 +183,15 @@ class App(Audit):
                 self._timer.tell(JobsScheduled(tuple(jobs)))
             except pykka.ActorDeadError:
                 log.exception("timer is dead; jobs saved but not started")
+
+    def run_mutation(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Run a registered mutation now, in one atomic commit; return what it returns.
+
+        Everything it saves and schedules commits together or not at all (S14): the batch
+        form, up to 1,000 jobs scheduled in one transaction (S10). `ctx.job_id` is None; a
+        version conflict re-runs it (up to 100 times); an error it raises propagates.
+        """
+        return run_mutation_now(self, None, fn, args, kwargs)
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         """Return the job's events, oldest first, each with `type`, `time` and its data (S29)."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from schedlog.registry import Registry
     from schedlog.store import JobStore
 
-__all__ = ["ActionCtx", "AppScheduler", "MutationCtx", "Scheduler"]
+__all__ = ["ActionCtx", "AppScheduler", "MutationCtx", "Scheduler", "run_mutation_now"]
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class _ActionScheduler(Scheduler):
 class _MutationScheduler(Scheduler):
     """A mutation's scheduler: stages jobs for the mutation's commit, within S10's limits."""
 
-    def __init__(self, core: Core, job_id: str, now_ms: int, *, own: bool = True) -> None:
+    def __init__(self, core: Core, job_id: str | None, now_ms: int, *, own: bool = True) -> None:
         super().__init__(core, parent_id=job_id)
         self._job_id = job_id
         self._own = own  # False for ctx.run_mutation: job_id is then the calling action's
@@ -223,9 +223,9 @@ class MutationCtx:
     """Handed to a mutation: reads, staged writes and staged scheduling, committed atomically."""
 
     def __init__(
-        self, core: Core, job_id: str, now_ms: int, attempt: int, *, inline: bool = False
+        self, core: Core, job_id: str | None, now_ms: int, attempt: int, *, inline: bool = False
     ) -> None:
-        self.job_id = job_id
+        self.job_id = job_id  # None for app.run_mutation (no job runs it)
         self.now_ms = now_ms
         self.attempt = attempt
         self.repository: Repository[UUID] = core.store.repository
@@ -265,19 +265,35 @@ class ActionCtx:
 
         A version conflict re-runs it (up to 100 times); an error it raises propagates.
         """
-        registered = self._core.registry.resolve(fn)
-        if registered.kind is not FunctionKind.MUTATION:
-            raise ConfigurationError(f"{registered.name!r} is an action, not a mutation")
-        last: ConflictError | None = None
-        for attempt in range(1, MAX_MUTATION_RUNS + 1):
-            now = self._core.clock.now_ms()
-            ctx = MutationCtx(self._core, self.job_id, now, attempt, inline=True)
-            result = registered.fn(ctx, *args, **kwargs)
-            try:
-                self._core.save(*ctx.staged)
-            except ConflictError as e:
-                last = e
-                continue
-            return result
-        assert last is not None  # noqa: S101
-        raise last
+        return run_mutation_now(self._core, self.job_id, fn, args, kwargs)
+
+
+def run_mutation_now(
+    core: Core,
+    caller_id: str | None,
+    fn: Callable[..., Any] | str,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Run a registered mutation inline, in its own atomic commit; return what it returns.
+
+    `caller_id` is the calling action's job id (the parent of what the mutation schedules), or
+    None from application code. A version conflict re-runs it, up to `MAX_MUTATION_RUNS` times;
+    an error it raises propagates and nothing it staged is saved (S14, S16).
+    """
+    registered = core.registry.resolve(fn)
+    if registered.kind is not FunctionKind.MUTATION:
+        raise ConfigurationError(f"{registered.name!r} is an action, not a mutation")
+    core.check_accepting()
+    last: ConflictError | None = None
+    for attempt in range(1, MAX_MUTATION_RUNS + 1):
+        ctx = MutationCtx(core, caller_id, core.clock.now_ms(), attempt, inline=True)
+        result = registered.fn(ctx, *args, **kwargs)
+        try:
+            core.save(*ctx.staged)
+        except ConflictError as e:
+            last = e
+            continue
+        return result
+    assert last is not None  # noqa: S101
+    raise last

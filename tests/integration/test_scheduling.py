@@ -235,3 +235,62 @@ def test_bad_configuration_is_refused() -> None:
     assert "secret" not in str(bad.value)  # credentials are never shown
     with pytest.raises(SchedlogError, match="needs a host and a database"):
         App(store="postgresql://127.0.0.1")
+
+
+def test_app_run_mutation_schedules_a_batch_in_one_commit_s10_s14(
+    app: App, clock: FakeClock
+) -> None:
+    """The batch form: one mutation, run now from application code, schedules 1,000 jobs."""
+    register_noop(app)
+    seen: dict[str, object] = {}
+
+    @app.mutation(name="jobs:fan_out")
+    def fan_out(ctx, n: int) -> list[str]:
+        seen["job_id"] = ctx.job_id
+        return [ctx.scheduler.run_after(1_000, "jobs:noop", i) for i in range(n)]
+
+    before = log_position(app)
+    ids = app.run_mutation(fan_out, 1_000)
+    assert seen["job_id"] is None  # no job runs it
+    assert len(set(ids)) == 1_000
+    assert log_position(app) == before + 1_000  # one Scheduled each, nothing else
+    docs = {d["_id"]: d for d in app.scheduled_functions.query(limit=1000).items}
+    assert set(docs) == set(ids)
+    assert {d["scheduledTime"] for d in docs.values()} == {float(T0 + 1_000)}
+    assert all(app.scheduled_functions.get(i)["state"]["kind"] == "pending" for i in ids[:5])
+    app.start()
+    clock.advance(1_000)
+    app.wait_until_idle()
+    assert {state(app, i) for i in ids} == {"success"}
+
+
+def test_app_run_mutation_keeps_nothing_when_it_raises_s16(app: App) -> None:
+    register_noop(app)
+
+    @app.mutation(name="jobs:half")
+    def half(ctx) -> None:
+        for i in range(10):
+            ctx.scheduler.run_after(0, "jobs:noop", i)
+        msg = "changed my mind"
+        raise RuntimeError(msg)
+
+    before = log_position(app)
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        app.run_mutation(half)
+    assert log_position(app) == before
+    assert all_docs(app) == []
+
+
+def test_app_run_mutation_refuses_actions_and_the_1001st_job_s10(app: App) -> None:
+    register_noop(app)
+
+    @app.mutation(name="jobs:too_many")
+    def too_many(ctx) -> None:
+        for i in range(1_001):
+            ctx.scheduler.run_after(0, "jobs:noop", i)
+
+    with pytest.raises(SchedlogError, match="is an action, not a mutation"):
+        app.run_mutation("jobs:noop")
+    with pytest.raises(SchedlogError, match="too many functions scheduled"):
+        app.run_mutation(too_many)
+    assert all_docs(app) == []

@@ -10,6 +10,7 @@ may still record its completion, which changes nothing, S21).
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +25,7 @@ from schedlog.events import (
     ScheduledFunction,
 )
 from schedlog.events.values import TERMINAL_STATES
-from schedlog.projections.rows import apply_to_rows, change_for, to_document
+from schedlog.projections.rows import apply_to_rows, change_for, merge_changes, to_document
 
 T0 = 1_800_000_000_000
 SETTINGS = settings(
@@ -191,3 +192,56 @@ def test_s1_once_terminal_the_view_never_changes_its_outcome(
         assert row["completed_time"] is None
     else:
         assert (row["state"], row["completed_time"]) == first_terminal
+
+
+@SETTINGS
+@given(kind=kinds, script=steps, cuts=st.lists(st.integers(min_value=1, max_value=16)))
+def test_merged_changes_fold_to_the_same_row(
+    kind: FunctionKind, script: list[Step], cuts: list[int]
+) -> None:
+    """Merging a save's changes of one job (one statement) leaves the row as applying each."""
+    job = ScheduledFunction.schedule(
+        name="m:f", kind=kind, args=[], kwargs={}, scheduled_time_ms=T0, creation_time_ms=T0
+    )
+    now = T0
+    for step in script:
+        now += step.gap_ms
+        with contextlib.suppress(InvalidTransitionError):
+            _apply(job, step, now)
+    log = list(job.collect_events())
+    changes = [change_for(e, seq) for seq, e in enumerate(log, start=1)]
+    expected: dict[str, dict[str, Any]] = {}
+    for change in changes:
+        assert change is not None
+        apply_to_rows(expected, change)
+    # Cut the log into saves at random points; merge within each save, as the recorder does.
+    bounds = sorted({0, len(changes), *(c for c in cuts if c < len(changes))})
+    merged_rows: dict[str, dict[str, Any]] = {}
+    statements = 0
+    for lo, hi in itertools.pairwise(bounds):
+        for change in merge_changes([c for c in changes[lo:hi] if c is not None]):
+            apply_to_rows(merged_rows, change)
+            statements += 1
+    assert merged_rows == expected
+    assert statements <= len(changes)
+
+
+def test_a_mutation_commit_is_one_update() -> None:
+    """Started then Completed of one job, saved together, become one update with no guard."""
+    job = ScheduledFunction.schedule(
+        name="m:f",
+        kind=FunctionKind.MUTATION,
+        args=[],
+        kwargs={},
+        scheduled_time_ms=T0,
+        creation_time_ms=T0,
+    )
+    list(job.collect_events())
+    job.start("node-a", at_ms=T0 + 1)
+    job.complete(Outcome.SUCCESS, at_ms=T0 + 2)
+    changes = [change_for(e, seq) for seq, e in enumerate(job.collect_events(), start=2)]
+    merged = merge_changes([c for c in changes if c is not None])
+    assert len(merged) == 1
+    assert merged[0].guarded == {}
+    assert merged[0].values["state"] == "success"
+    assert merged[0].values["completed_time"] == T0 + 2
