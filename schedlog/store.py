@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import IntegrityError, PersistenceError
 from eventsourcing.utils import get_topic
 
@@ -145,6 +146,31 @@ def parse_store_url(url: str | None) -> StoreConfig:
     )
 
 
+class _Collected(ProcessingEvent[UUID]):
+    """Collects a save's events; aggregates take a plain class check, not a Protocol one.
+
+    The library checks each object against two runtime Protocols: about 30 us per aggregate,
+    a fifth of the cost of scheduling a job in a batch.
+    """
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        others = []
+        for obj in objs:
+            if isinstance(obj, BaseAggregate):
+                self.events.extend(obj.collect_events())
+                self.aggregates[obj.id] = obj
+            else:
+                others.append(obj)
+        super().collect_events(*others, **kwargs)
+
+
+def _project(aggregate: Any, events: Any) -> Any:
+    """Fold `events` into `aggregate`: the library's projector without its Protocol check."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
+
+
 class JobStore(Application[UUID]):
     """The event store of jobs and of the user's own aggregates, with the view kept inline."""
 
@@ -159,7 +185,12 @@ class JobStore(Application[UUID]):
             e for o in objs if isinstance(o, ScheduledFunction) for e in o.pending_events
         ]
         try:
-            return super().save(*objs, **{VIEW_EVENTS: view_events}, **kwargs)
+            # Application.save's steps, with the events collected by `_Collected` (cheaper).
+            processing_event = _Collected()
+            processing_event.collect_events(*objs, **{VIEW_EVENTS: view_events}, **kwargs)
+            recordings = self._record(processing_event)
+            self._take_snapshots(processing_event)
+            self._notify(recordings)
         except IntegrityError as e:
             if any(
                 key in str(e) for key in _EVENTS_KEYS
@@ -168,6 +199,7 @@ class JobStore(Application[UUID]):
             raise StoreError(f"store constraint failed: {e}") from e
         except PersistenceError as e:
             raise StoreError(f"store error: {e}") from e
+        return recordings
 
     @property
     def view_recorder(self) -> ViewRecorder | PgViewRecorder:
@@ -188,7 +220,7 @@ class JobStore(Application[UUID]):
         except (ValueError, TypeError, AttributeError):
             return None
         try:
-            job: object = self.repository.get(key)
+            job: object = self.repository.get(key, projector_func=_project)
         except AggregateNotFoundError:
             return None
         return job if isinstance(job, ScheduledFunction) else None

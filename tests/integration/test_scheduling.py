@@ -260,7 +260,7 @@ def test_app_run_mutation_schedules_a_batch_in_one_commit_s10_s14(
     assert all(app.scheduled_functions.get(i)["state"]["kind"] == "pending" for i in ids[:5])
     app.start()
     clock.advance(1_000)
-    app.wait_until_idle()
+    app.wait_until_idle(timeout_s=60)  # 1,000 jobs to run
     assert {state(app, i) for i in ids} == {"success"}
 
 
