@@ -19,10 +19,10 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import IntegrityError, Notification
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
-from psycopg.sql import SQL, Composed
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from schedlog.events import ScheduledFunction
 from schedlog.projections.group_commit import GroupCommit, Save
@@ -253,6 +253,18 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
         super().__init__(datastore, **kwargs)
         self._group = GroupCommit(self._commit_group)
         schema = datastore.schema
+        # What the library sends one statement at a time before an insert (the table lock,
+        # then NOTIFY), with the schema and the view's position: one round trip per group.
+        self._lock_and_position = SQL("; ").join(
+            [
+                SQL("SET LOCAL search_path TO {0}").format(Identifier(schema)),
+                *self.lock_table_statements,
+                SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
+                SQL(f"SELECT position FROM {POSITION} WHERE view = {{0}}").format(  # noqa: S608
+                    Literal(VIEW_NAME)
+                ),
+            ]
+        )
         self.sql_create_statements.extend(
             Composed([SQL(f'SET search_path TO "{schema}"; {statement}')])
             for statement in view_ddl(Dialect.POSTGRES)
@@ -299,22 +311,22 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
 
     def _commit_together(self, group: list[Save]) -> None:
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            cur = self.db.cursor_of(curs)
-            position: int | None = None
+            curs.execute(self._lock_and_position)
+            while curs.pgresult is not None and curs.pgresult.ntuples == 0 and curs.nextset():
+                pass  # to the SELECT's result, past the SETs, the LOCK and the NOTIFY
+            row = curs.fetchone()
+            position = start = 0 if row is None else int(row["position"])
+            cur = Cur(curs, Dialect.POSTGRES)  # the search_path is set for this transaction
             try:
                 for save in group:
-                    self._insert_stored_events(curs, save.events, **save.kwargs)
-                    ids = PostgresApplicationRecorder._fetch_ids_after_insert_events(  # noqa: SLF001
-                        self, curs, save.events, **save.kwargs
-                    )
+                    PostgresAggregateRecorder._insert_stored_events(self, curs, save.events)  # noqa: SLF001
+                    ids = self._fetch_ids_after_insert_events(curs, save.events)
                     if ids:
-                        if position is None:  # read under the table lock the insert took
-                            position = read_position(cur)
                         position = self._apply_save(cur, position, save.events, ids, save.kwargs)
                     save.ids = ids
             except psycopg.IntegrityError as e:
                 raise _SplitGroup from e  # leaving the block rolls the transaction back
-            if position is not None:
+            if position != start:
                 cur.execute(_SET_POSITION, (VIEW_NAME, position))
 
 
