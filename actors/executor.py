@@ -8,27 +8,38 @@ backoff (S15), a permanent one fails the job (S16); an accepted job is never dro
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import queue
 import random
 import threading
 import traceback
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+import pykka
+
 from schedlog.actors.base import RuntimeActor
-from schedlog.actors.messages import JobFinished, RunJob
+from schedlog.actors.messages import JobFinished, RunJob, SlotFree
 from schedlog.actors.retry import Fault, backoff_ms, classify
 from schedlog.events import ConflictError, FunctionKind, JobState, Outcome, ScheduledFunction
 from schedlog.projections.queries import DueJob
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
-    import pykka
+    from collections.abc import Callable, Sequence
 
     from schedlog.actors.ports import Clock
 
-__all__ = ["ExecutionHost", "ExecutorActor", "Invocation", "JobRunner", "describe_error"]
+__all__ = [
+    "CommitPool",
+    "ExecutionHost",
+    "ExecutorActor",
+    "Invocation",
+    "JobRunner",
+    "describe_error",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,16 +87,89 @@ class ExecutionHost(Protocol):
         """Tell the timer that `job_id`'s executor waits for the store until `until_ms`."""
 
 
-class JobRunner:
-    """Runs one job to the end of one attempt on behalf of an executor."""
+class CommitPool:
+    """Threads that save jobs' final commits, so an executor's slot runs the next job meanwhile.
 
-    def __init__(self, host: ExecutionHost, rng: random.Random | None = None) -> None:
+    Commits submitted together meet in the store's group commit: one transaction, one fsync.
+    The threads are daemons, like the actors' (an App still running at exit is stopped first).
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._threads = threads
+        self._queue: queue.SimpleQueue[tuple[Callable[[], DueJob | None], Future[Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._workers: list[threading.Thread] = []
+        self._in_flight = 0
+        self._idle = threading.Condition()
+
+    def start(self) -> None:
+        """Start the threads (again, after a stop)."""
+        self._workers = [
+            threading.Thread(target=self._work, name=f"schedlog-commit-{i}", daemon=True)
+            for i in range(self._threads)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def submit(self, commit: Callable[[], DueJob | None]) -> Future[DueJob | None]:
+        """Run `commit` on a commit thread; the future holds what it returns (or raised)."""
+        future: Future[DueJob | None] = Future()
+        with self._idle:
+            self._in_flight += 1
+        self._queue.put((commit, future))
+        return future
+
+    def stop(self, timeout_s: float) -> bool:
+        """Let the commits submitted so far finish (within `timeout_s`); False if some did not."""
+        with self._idle:
+            done = self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
+        for _ in self._workers:
+            self._queue.put(None)
+        self._workers = []
+        return done
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            commit, future = item
+            try:
+                future.set_result(commit())
+            except BaseException as error:
+                future.set_exception(error)
+            finally:
+                with self._idle:
+                    self._in_flight -= 1
+                    self._idle.notify_all()
+
+
+class JobRunner:
+    """Runs one job to the end of one attempt on behalf of an executor.
+
+    The function runs on the executor's thread; the attempt's last save (a mutation's commit,
+    an action's outcome) is handed to `commits`, and `run` returns its future: the executor is
+    free for the next job while the disk syncs, and concurrent commits share one transaction.
+    Without `commits` (tests of the runner alone) every save happens inline.
+    """
+
+    def __init__(
+        self,
+        host: ExecutionHost,
+        rng: random.Random | None = None,
+        commits: CommitPool | None = None,
+    ) -> None:
         self._host = host
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._commits = commits
         self.closing = threading.Event()
 
-    def run(self, job_id: str) -> DueJob | None:
-        """Run `job_id` if it is pending and due; return when to try it again, if it must be."""
+    def _finish(self, commit: Callable[[], DueJob | None]) -> DueJob | Future[DueJob | None] | None:
+        return commit() if self._commits is None else self._commits.submit(commit)
+
+    def run(self, job_id: str) -> DueJob | Future[DueJob | None] | None:
+        """Run `job_id` if it is pending and due; return when to try it again, if it must be.
+
+        A future stands for that answer while the attempt's last save is under way.
+        """
         job = self._host.load_job(job_id)
         if job is None or job.state is not JobState.PENDING:
             return None  # finished, canceled or claimed meanwhile
@@ -102,7 +186,7 @@ class JobRunner:
         delay = backoff_ms(fault, attempt, self._rng)
         return DueJob(self._host.clock.now_ms() + delay, 0, job_id)
 
-    def _run_mutation(self, job: ScheduledFunction) -> DueJob | None:
+    def _run_mutation(self, job: ScheduledFunction) -> DueJob | Future[DueJob | None] | None:
         # 1. Run the function against a context that only stages its writes.
         started = self._host.clock.now_ms()
         result = self._host.invoke(job, started)
@@ -116,6 +200,11 @@ class JobRunner:
         else:
             job.complete(Outcome.FAILED, finished, result.error)
             objs = (job,)
+        return self._finish(lambda: self._commit_mutation(job, objs, started))
+
+    def _commit_mutation(
+        self, job: ScheduledFunction, objs: tuple[Any, ...], started: int
+    ) -> DueJob | None:
         try:
             self._host.save(*objs)
         except Exception as error:
@@ -165,7 +254,7 @@ class JobRunner:
             log.info("job %s: %s; retry at %d", job_id, fault.value, next_run)
             return DueJob(next_run, 0, job_id)
 
-    def _run_action(self, job: ScheduledFunction) -> DueJob | None:
+    def _run_action(self, job: ScheduledFunction) -> DueJob | Future[DueJob | None] | None:
         # 1. Claim: Started, with this node and a lease, is saved before the function runs
         #    (S17). A lost claim means another node started it or a cancel landed.
         now = self._host.clock.now_ms()
@@ -184,8 +273,7 @@ class JobRunner:
         # 3. Record the outcome; after a cancel it is kept for the audit only (S21).
         outcome = Outcome.SUCCESS if result.error is None else Outcome.FAILED
         job.complete(outcome, self._host.clock.now_ms(), result.error)
-        self._save_outcome(job)
-        return None
+        return self._finish(lambda: self._save_outcome(job))
 
     def _save_outcome(self, job: ScheduledFunction) -> None:
         """Save an action's completion, through cancels and store outages, until it lands."""
@@ -242,21 +330,38 @@ class ExecutorActor(RuntimeActor):
         self._timer = timer
 
     def on_receive(self, message: Any) -> Any:
-        """Run a `RunJob`, then tell the timer the slot is free (and when to retry, if need be)."""
+        """Run a `RunJob`, then tell the timer the slot is free (and when to retry, if need be).
+
+        If the job's last save is still under way, the slot is free at once (`SlotFree`) and
+        the job's `JobFinished` follows when the save ends.
+        """
         match message:
             case RunJob(job_id):
-                retry: DueJob | None
                 try:
-                    retry = self._runner.run(job_id)
+                    outcome = self._runner.run(job_id)
                 except Exception as error:
-                    # The store failed where the runner could not record anything. The job
-                    # keeps its durable state (pending); try it again after a backoff.
-                    log.exception("executor: job %s could not run", job_id)
-                    fault = classify(error)
-                    retry = self._runner.later(
-                        job_id, Fault.TRANSIENT if fault is Fault.PERMANENT else fault, 1
-                    )
-                self._timer.tell(JobFinished(job_id, self.actor_ref, retry))
+                    outcome = self._could_not_run(job_id, error)
+                if isinstance(outcome, Future):
+                    self._timer.tell(SlotFree(job_id, self.actor_ref))
+                    outcome.add_done_callback(functools.partial(self._committed, job_id))
+                else:
+                    self._timer.tell(JobFinished(job_id, self.actor_ref, outcome))
             case _:
                 log.warning("executor: unexpected message %r", message)
         return None
+
+    def _could_not_run(self, job_id: str, error: Exception) -> DueJob:
+        # The store failed where the runner could not record anything. The job keeps its
+        # durable state (pending, or in progress under its lease); try it after a backoff.
+        log.error("executor: job %s could not run", job_id, exc_info=error)
+        fault = classify(error)
+        return self._runner.later(job_id, Fault.TRANSIENT if fault is Fault.PERMANENT else fault, 1)
+
+    def _committed(self, job_id: str, future: Future[DueJob | None]) -> None:
+        """On a commit thread: the job's last save ended; tell the timer."""
+        try:
+            retry = future.result()
+        except Exception as error:
+            retry = self._could_not_run(job_id, error)
+        with contextlib.suppress(pykka.ActorDeadError):
+            self._timer.tell(JobFinished(job_id, None, retry))

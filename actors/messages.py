@@ -19,6 +19,7 @@ __all__ = [
     "LogAdvanced",
     "RunJob",
     "Settle",
+    "SlotFree",
     "StopDispatching",
     "Wake",
 ]
@@ -52,11 +53,27 @@ class RunJob:
 
 @dataclass(frozen=True, slots=True)
 class JobFinished:
-    """An executor is done with a job; `retry` is set if the job must run again later."""
+    """A job's attempt is over; `retry` is set if the job must run again later.
+
+    `executor` is the executor that ran it, now free, or None when the attempt ended in a
+    commit thread (the executor said `SlotFree` when the function returned).
+    """
+
+    job_id: str
+    executor: pykka.ActorRef[Any] | None
+    retry: DueJob | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SlotFree:
+    """An executor's function returned: it may run the next job while `job_id` commits.
+
+    The job still counts as running (for `Settle`, and so it is not started twice) until its
+    `JobFinished` arrives.
+    """
 
     job_id: str
     executor: pykka.ActorRef[Any]
-    retry: DueJob | None = None
 
 
 @dataclass(frozen=True, slots=True)

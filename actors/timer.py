@@ -23,6 +23,7 @@ from schedlog.actors.messages import (
     LogAdvanced,
     RunJob,
     Settle,
+    SlotFree,
     StopDispatching,
     Wake,
 )
@@ -123,10 +124,8 @@ class TimerActor(RuntimeActor):
                     self._push(job)
             case Wake():
                 self._armed_at = None
-            case BackingOff(job_id, until_ms):
-                self._backing_off[job_id] = until_ms
-            case JobFinished(job_id, executor, retry):
-                self._finished(job_id, executor, retry)
+            case BackingOff() | JobFinished() | SlotFree():
+                self._from_executor(message)
             case LogAdvanced(position):
                 if self._log_position is not None and position > self._log_position:
                     self._follow_log()
@@ -151,10 +150,22 @@ class TimerActor(RuntimeActor):
 
     # Internals.
 
-    def _finished(self, job_id: str, executor: pykka.ActorRef[Any], retry: DueJob | None) -> None:
+    def _from_executor(self, message: BackingOff | JobFinished | SlotFree) -> None:
+        match message:
+            case BackingOff(job_id, until_ms):
+                self._backing_off[job_id] = until_ms
+            case JobFinished(job_id, executor, retry):
+                self._finished(job_id, executor, retry)
+            case SlotFree(_, executor):
+                self._idle.append(executor)
+
+    def _finished(
+        self, job_id: str, executor: pykka.ActorRef[Any] | None, retry: DueJob | None
+    ) -> None:
         self._running.discard(job_id)
         self._backing_off.pop(job_id, None)
-        self._idle.append(executor)
+        if executor is not None:
+            self._idle.append(executor)
         if retry is not None:
             self._push(retry)
 

@@ -14,6 +14,7 @@ import pykka
 
 from schedlog.actors.executor import (
     DEFAULT_LEASE_MS,
+    CommitPool,
     ExecutorActor,
     Invocation,
     JobRunner,
@@ -59,6 +60,8 @@ F = TypeVar("F", bound="Callable[..., Any]")
 
 _RUNNING: weakref.WeakSet[App] = weakref.WeakSet()
 SPREAD_GRACE_MS = 2_000
+MAX_COMMIT_THREADS = 16
+"""Threads saving jobs' final commits: up to twice the slots, the most one group commit takes."""
 
 
 @atexit.register
@@ -132,7 +135,8 @@ class App(Audit):
         self.node_id = make_node_id()
         self.registry = Registry()
         self.scheduler = AppScheduler(self)
-        self._runner = JobRunner(self)
+        self._commits = CommitPool(min(2 * max_concurrency, MAX_COMMIT_THREADS))
+        self._runner = JobRunner(self, commits=self._commits)
         self._lock = threading.Lock()
         self._timer: pykka.ActorRef[Any] | None = None
         self._executors: list[pykka.ActorRef[Any]] = []
@@ -274,6 +278,7 @@ class App(Audit):
             if self._timer is not None:
                 return
             self._runner.closing.clear()
+            self._commits.start()
             recovery = RecoveryActor.start(self)
             spread = (
                 None if self.spread_grace_ms is None else Spread(self.node_id, self.spread_grace_ms)
@@ -321,13 +326,7 @@ class App(Audit):
             timer.ask(StopDispatching(), timeout=timeout_s)
         except (pykka.ActorDeadError, pykka.Timeout):
             log.warning("timer did not acknowledge the stop")
-        finished = True
-        for executor in executors:  # each stop queues behind the job it is running
-            try:
-                executor.stop(block=True, timeout=timeout_s)
-            except pykka.Timeout:
-                finished = False
-                log.warning("an executor did not finish its function within %s s", timeout_s)
+        finished = self._stop_executors(executors, timeout_s)
         timer.stop(block=True, timeout=timeout_s)
         if recovery is not None:
             with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
@@ -337,6 +336,20 @@ class App(Audit):
                 self.store.forget_node(self.node_id)
             except Exception:
                 log.warning("cannot remove this node's heartbeat", exc_info=True)
+
+    def _stop_executors(self, executors: list[pykka.ActorRef[Any]], timeout_s: float) -> bool:
+        """Let running functions, then their final commits, end; False if some did not."""
+        finished = True
+        for executor in executors:  # each stop queues behind the job it is running
+            try:
+                executor.stop(block=True, timeout=timeout_s)
+            except pykka.Timeout:
+                finished = False
+                log.warning("an executor did not finish its function within %s s", timeout_s)
+        if not self._commits.stop(timeout_s):
+            finished = False
+            log.warning("jobs' final commits did not end within %s s", timeout_s)
+        return finished
 
     def close(self) -> None:
         """Stop the runtime and close the store."""

@@ -33,9 +33,10 @@ __all__ = ["DEFAULT_STORE", "JobStore", "StoreConfig", "open_store", "parse_stor
 DEFAULT_STORE = "sqlite://schedlog.db"
 _EVENTS_KEYS = ("stored_events.originator_id", "schedlog_events_pkey")
 """How SQLite and PostgreSQL name the events table's key in a version conflict's message."""
-_DUE_TOPICS = frozenset(
+_DUE_TOPICS = sorted(
     get_topic(cls) for cls in (ScheduledFunction.Scheduled, ScheduledFunction.Retried)
 )
+"""The topics of the events that make a job due: what following the log reads."""
 LOCK_TIMEOUT_S = 30
 
 log = logging.getLogger(__name__)
@@ -227,13 +228,15 @@ class JobStore(Application[UUID]):
 
     def jobs_since(self, position: int, limit: int = 1000) -> tuple[int, list[DueJob]]:
         """Return the jobs made due by events after `position` (any writer) and the new position."""
+        last = self.recorder.max_notification_id() or 0
+        if last <= position:
+            return position, []
+        # Only the events that make a job due are read (most of the log is Started/Completed).
         notifications = self.recorder.select_notifications(
-            start=position, limit=limit, inclusive_of_start=False
+            start=position, limit=limit, stop=last, topics=_DUE_TOPICS, inclusive_of_start=False
         )
         jobs = []
         for n in notifications:
-            if n.topic not in _DUE_TOPICS:
-                continue
             try:
                 event: object = self.mapper.to_domain_event(n)
             except Exception:  # one undecodable event must not stop the runtime
@@ -243,7 +246,7 @@ class JobStore(Application[UUID]):
                 jobs.append(DueJob(event.scheduled_time_ms, n.id, str(event.originator_id)))
             elif isinstance(event, ScheduledFunction.Retried):
                 jobs.append(DueJob(event.next_run_ms, n.id, str(event.originator_id)))
-        return (notifications[-1].id if notifications else position), jobs
+        return (notifications[-1].id if len(notifications) == limit else last), jobs
 
     # Node liveness (S19): one row per runtime, its heartbeat renewing all its actions' leases.
     # It is runtime state, not job state, so it is the one table updated in place.
