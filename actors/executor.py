@@ -91,6 +91,9 @@ class CommitPool:
     """Threads that save jobs' final commits, so an executor's slot runs the next job meanwhile.
 
     Commits submitted together meet in the store's group commit: one transaction, one fsync.
+    At most one commit per thread is in flight: `submit` waits for a free one, so a slow disk
+    holds the executors back instead of piling up finished work that a crash would lose (a
+    mutation whose commit never landed runs again; an action's outcome is reported cut off).
     The threads are daemons, like the actors' (an App still running at exit is stopped first).
     """
 
@@ -116,6 +119,7 @@ class CommitPool:
         """Run `commit` on a commit thread; the future holds what it returns (or raised)."""
         future: Future[DueJob | None] = Future()
         with self._idle:
+            self._idle.wait_for(lambda: self._in_flight < self._threads)
             self._in_flight += 1
         self._queue.put((commit, future))
         return future

@@ -13,14 +13,20 @@ exactly once and in global order (S26).
 from __future__ import annotations
 
 import operator
+import random
 import sqlite3
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import IntegrityError, Notification
+from eventsourcing.persistence import IntegrityError, Notification, OperationalError
 from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.sqlite import (
+    SQLITE3_DEFAULT_LOCK_TIMEOUT,
+    SQLiteApplicationRecorder,
+    SQLiteCursor,
+)
 from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
@@ -65,6 +71,14 @@ _SET_POSITION = (
     "ON CONFLICT (view) DO UPDATE SET position = excluded.position"
 )
 _INSERTS: dict[str, str] = {}
+FAST_BUSY_MS = 1
+"""How long one attempt of a group commit waits in SQLite for another process's write lock."""
+
+
+def _is_busy(error: BaseException) -> bool:
+    """Tell whether an SQLite error means another connection holds the lock."""
+    text = str(error)
+    return "locked" in text or "busy" in text
 
 
 def _insert_sql(table: str) -> str:
@@ -207,22 +221,52 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
         return self._group.insert(stored_events, kwargs)
 
     def _commit_group(self, group: list[Save]) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            cur = Cur(c, Dialect.SQLITE)
-            position: int | None = None
-            if len(group) == 1:
-                group[0].ids, position = self._insert(c, cur, position, group[0])
+        """Commit the group; while another process holds the write lock, retry every ~0.5 ms.
+
+        SQLite's own busy handler sleeps in growing steps (up to 100 ms), so a writer that
+        keeps the lock busy (a worker draining) starves another process's short save (say a
+        web process scheduling) for hundreds of milliseconds. Here it waits 1 ms in SQLite,
+        then retries the whole transaction (nothing of it was kept) until the lock timeout.
+        """
+        pool = self.datastore.pool
+        lock_timeout_s = pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT
+        deadline = time.monotonic() + lock_timeout_s
+        while True:
+            try:
+                self._commit_once(group, int(lock_timeout_s * 1000))
+            except OperationalError as e:
+                if not _is_busy(e) or time.monotonic() >= deadline:
+                    raise
+                for save in group:
+                    save.ids = save.error = None
+                time.sleep(random.uniform(0.0001, 0.0005))  # noqa: S311, TID251 - a lock wait
             else:
-                for save in group:  # each in a savepoint: a conflict rolls back that save only
-                    c.execute("SAVEPOINT schedlog_save")
-                    try:
-                        save.ids, position = self._insert(c, cur, position, save)
-                    except sqlite3.IntegrityError as e:
-                        c.execute("ROLLBACK TO schedlog_save")
-                        save.error = IntegrityError(e)
-                    c.execute("RELEASE schedlog_save")
-            if position is not None:
-                cur.execute(_SET_POSITION, (VIEW_NAME, position))
+                return
+
+    def _commit_once(self, group: list[Save], busy_timeout_ms: int) -> None:
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"PRAGMA busy_timeout = {FAST_BUSY_MS}")
+            try:
+                self._write_group(c, group)
+            finally:
+                c.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+
+    def _write_group(self, c: SQLiteCursor, group: list[Save]) -> None:
+        cur = Cur(c, Dialect.SQLITE)
+        position: int | None = None
+        if len(group) == 1:
+            group[0].ids, position = self._insert(c, cur, position, group[0])
+        else:
+            for save in group:  # each in a savepoint: a conflict rolls back that save only
+                c.execute("SAVEPOINT schedlog_save")
+                try:
+                    save.ids, position = self._insert(c, cur, position, save)
+                except sqlite3.IntegrityError as e:
+                    c.execute("ROLLBACK TO schedlog_save")
+                    save.error = IntegrityError(e)
+                c.execute("RELEASE schedlog_save")
+        if position is not None:
+            cur.execute(_SET_POSITION, (VIEW_NAME, position))
 
     def _insert(
         self, c: SQLiteCursor, cur: Cur, position: int | None, save: Save

@@ -61,7 +61,7 @@ F = TypeVar("F", bound="Callable[..., Any]")
 _RUNNING: weakref.WeakSet[App] = weakref.WeakSet()
 SPREAD_GRACE_MS = 2_000
 MAX_COMMIT_THREADS = 16
-"""Threads saving jobs' final commits: up to twice the slots, the most one group commit takes."""
+"""Threads saving jobs' final commits: one per slot, up to 16 (one commit in flight each)."""
 
 
 @atexit.register
@@ -135,7 +135,7 @@ class App(Audit):
         self.node_id = make_node_id()
         self.registry = Registry()
         self.scheduler = AppScheduler(self)
-        self._commits = CommitPool(min(2 * max_concurrency, MAX_COMMIT_THREADS))
+        self._commits = CommitPool(min(max_concurrency, MAX_COMMIT_THREADS))
         self._runner = JobRunner(self, commits=self._commits)
         self._lock = threading.Lock()
         self._timer: pykka.ActorRef[Any] | None = None

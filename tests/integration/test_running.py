@@ -80,45 +80,44 @@ def test_at_most_max_concurrency_run_at_once_s13(clock: FakeClock, store_url: st
 def test_a_slot_runs_the_next_job_while_a_commit_waits_s13(
     clock: FakeClock, store_url: str
 ) -> None:
-    """The final commit runs outside the slot; the job counts as running until it lands."""
+    """The final commit runs outside the slot; the job counts as running until it lands.
+
+    One commit may be in flight per slot: the next job's function runs, and its commit waits.
+    """
     app = App(store=store_url, clock=clock, max_concurrency=1)
     ran: list[str] = []
+    second_ran = threading.Event()
     commit_blocked = threading.Event()
     release_commit = threading.Event()
 
     @app.mutation(name="jobs:note")
     def note(ctx, label: str) -> None:
         ran.append(label)
+        if label == "second":
+            second_ran.set()
 
     first = app.scheduler.run_after(0, note, "first")
     second = app.scheduler.run_after(0, note, "second")
     save = app.store.save
 
-    second_committed = threading.Event()
-
     def slow_save(*objs: Any, **kwargs: Any) -> Any:
-        ids = {getattr(o, "job_id", None) for o in objs}
-        if first in ids:
+        if first in {getattr(o, "job_id", None) for o in objs}:
             commit_blocked.set()
             assert release_commit.wait(WAIT_S)
-        result = save(*objs, **kwargs)
-        if second in ids:
-            second_committed.set()
-        return result
+        return save(*objs, **kwargs)
 
     app.store.save = slow_save  # type: ignore[method-assign]
     try:
         app.start()
         assert commit_blocked.wait(WAIT_S)
-        # Meanwhile the one slot runs the second job, and its commit lands.
-        assert second_committed.wait(WAIT_S)
+        assert second_ran.wait(WAIT_S)  # the one slot ran the next job meanwhile
         assert ran == ["first", "second"]
-        with pytest.raises(SchedlogError, match="not idle"):  # the first is still committing
+        assert (state(app, first), state(app, second)) == ("pending", "pending")
+        with pytest.raises(SchedlogError, match="not idle"):  # both commits are still due
             app.wait_until_idle(timeout_s=0.2)
-        assert (state(app, first), state(app, second)) == ("pending", "success")
         release_commit.set()
         app.wait_until_idle()
-        assert state(app, first) == "success"
+        assert (state(app, first), state(app, second)) == ("success", "success")
         assert ran == ["first", "second"]  # each ran once
     finally:
         release_commit.set()
