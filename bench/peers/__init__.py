@@ -1,0 +1,1 @@
+"""The systems the suite measures: schedlog and its peers, one adapter each (see `base`)."""
