@@ -1,9 +1,10 @@
 """LogWatcher: follows the store's log so that jobs saved by other processes start on time (S11b).
 
 The view is written in the same transaction as the events, so it needs no follower of its own;
-what this process cannot know is when another process appended. A small daemon thread reads the
-log's last position whenever the store says it changed (PostgreSQL: LISTEN/NOTIFY, which every
-insert sends) or every 25 ms (SQLite), and tells the timer when it moved (S11b asks 100 ms).
+what this process cannot know is when another process appended. A small daemon thread tells
+the timer when the log moved: on PostgreSQL whenever the store says so (LISTEN/NOTIFY, which
+every insert sends; one message at a time, since the timer reads to the log's end), on SQLite
+by reading the log's last position every 25 ms (S11b asks 100 ms).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class LogWatcher:
         source: JobSource,
         timer: pykka.ActorRef[Any],
         poll_s: float = POLL_S,
-        wait: Callable[[float], object] | None = None,
+        wait: Callable[[float], bool] | None = None,
     ) -> None:
         self._source = source
         self._timer = timer
@@ -61,16 +62,15 @@ class LogWatcher:
             self._thread.join(timeout=5)
 
     def _run(self) -> None:
+        if self._wait is None:
+            self._poll()
+        else:
+            self._listen(self._wait)
+
+    def _poll(self) -> None:
+        """SQLite: read the log's position every poll_s; tell the timer when it moved."""
         last = -1
-        while not self._stopped.is_set():
-            if self._wait is None:
-                self._stopped.wait(self._poll_s)
-            else:
-                try:
-                    self._wait(self._poll_s)
-                except Exception:
-                    log.warning("log watcher: cannot wait for notifications", exc_info=True)
-                    self._stopped.wait(self._poll_s)
+        while not self._stopped.wait(self._poll_s):
             try:
                 position = self._source.log_position()
             except Exception:
@@ -78,7 +78,32 @@ class LogWatcher:
                 continue
             if position != last:
                 last = position
-                try:
-                    self._timer.tell(LogAdvanced(position))
-                except pykka.ActorDeadError:
+                if not self._tell(LogAdvanced(position)):
                     return
+
+    def _listen(self, wait: Callable[[float], bool]) -> None:
+        """PostgreSQL: tell the timer of each NOTIFY, unless it has not read the last one yet.
+
+        The timer reads the log up to its end when it handles the message, so notifications
+        that arrive before it starts are covered by that read: one message stands for them all.
+        """
+        handled: threading.Event | None = None
+        while not self._stopped.is_set():
+            try:
+                notified = wait(self._poll_s)
+            except Exception:
+                log.warning("log watcher: cannot wait for notifications", exc_info=True)
+                self._stopped.wait(self._poll_s)
+                notified = True  # look anyway: a notification may have been lost meanwhile
+            if not notified or (handled is not None and not handled.is_set()):
+                continue
+            handled = threading.Event()
+            if not self._tell(LogAdvanced(None, handled)):
+                return
+
+    def _tell(self, message: LogAdvanced) -> bool:
+        try:
+            self._timer.tell(message)
+        except pykka.ActorDeadError:
+            return False
+        return True

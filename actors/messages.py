@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import threading
     from concurrent.futures import Future
 
     import pykka
@@ -39,9 +40,14 @@ class Wake:
 
 @dataclass(frozen=True, slots=True)
 class LogAdvanced:
-    """The store's log grew (perhaps written by another process); `position` is its last id."""
+    """The store's log grew (perhaps written by another process).
 
-    position: int
+    `position` is its last id, or None when only a notification said so. The timer sets
+    `handled` as it starts reading, so the watcher sends no second message meanwhile.
+    """
+
+    position: int | None
+    handled: threading.Event | None = None
 
 
 @dataclass(frozen=True, slots=True)

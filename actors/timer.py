@@ -126,8 +126,11 @@ class TimerActor(RuntimeActor):
                 self._armed_at = None
             case BackingOff() | JobFinished() | SlotFree():
                 self._from_executor(message)
-            case LogAdvanced(position):
-                if self._log_position is not None and position > self._log_position:
+            case LogAdvanced(position, handled):
+                if handled is not None:
+                    handled.set()  # what lands from now on, this read may miss: tell me again
+                known = self._log_position
+                if known is not None and (position is None or position > known):
                     self._follow_log()
             case Settle(reply):
                 self._check_log()

@@ -373,16 +373,19 @@ class ChangeListener:
         self._channel = channel
         self._conn: Any = None
 
-    def wait(self, timeout_s: float) -> None:
-        """Return once a notification arrives, or after `timeout_s`."""
+    def wait(self, timeout_s: float) -> bool:
+        """Return once a notification arrives (True), or after `timeout_s` (False).
+
+        A fresh connection returns True at once: notifications before its LISTEN were missed.
+        """
         import psycopg  # noqa: PLC0415 - only PostgreSQL stores need the driver
 
         if self._conn is None or self._conn.closed:
             self._conn = _connect(self._settings)
             self._conn.execute(f'LISTEN "{self._channel}"')
+            return True
         try:
-            for _ in self._conn.notifies(timeout=timeout_s, stop_after=1):
-                pass
+            return any(True for _ in self._conn.notifies(timeout=timeout_s, stop_after=1))
         except psycopg.Error:
             self.close()
             raise
