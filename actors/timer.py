@@ -46,6 +46,9 @@ WINDOW = 1_000
 """How many jobs one read of the index brings into the window at most."""
 _MAX_SEQ = 2**63 - 1
 READ_RETRY_MS = 250
+NODES_REFRESH_MS = 1_000
+"""How often a node sharing work re-reads the live nodes (nodes starting together see each
+other within this, instead of each owning every job until the window's next restart)."""
 READ_RETRY_CAP_MS = 30_000
 
 
@@ -92,6 +95,7 @@ class TimerActor(RuntimeActor):
         self._source = source
         self._spread = spread
         self._nodes: list[str] = []
+        self._nodes_at = 0  # when to read the live nodes again
         self._heap: list[DueJob] = []
         self._queued: set[str] = set()
         self._running: set[str] = set()
@@ -217,7 +221,7 @@ class TimerActor(RuntimeActor):
         if restart:
             self._horizon_at = now + HORIZON_MS // 2
             if self._spread is not None:
-                self._nodes = sorted({*self._source.live_nodes(now), self._spread.node_id})
+                self._nodes = self._live_nodes(now)
             # The boundary may have moved down (more rows due than fit): forget what lies
             # past it, or jobs saved later in between would be skipped by `_push`.
             boundary = self._boundary
@@ -229,12 +233,26 @@ class TimerActor(RuntimeActor):
         for job in rows:
             self._push(job)
 
+    def _live_nodes(self, now: int) -> list[str]:
+        assert self._spread is not None  # noqa: S101
+        self._nodes_at = now + NODES_REFRESH_MS
+        return sorted({*self._source.live_nodes(now), self._spread.node_id})
+
+    def _refresh_nodes(self, now: int) -> None:
+        """Re-read the live nodes; if they changed, who owns which job did: read the window anew."""
+        if self._live_nodes(now) != self._nodes:
+            self._heap.clear()
+            self._queued.clear()
+            self._boundary = None  # the read below restarts, pushing each job by its new owner
+
     def _pump(self) -> None:
         if not self._dispatching:
             return
         now = self._clock.now_ms()
         heap = self._heap
         try:
+            if self._spread is not None and self._boundary is not None and now >= self._nodes_at:
+                self._refresh_nodes(now)
             if self._boundary is None or now >= self._horizon_at:
                 self._read_window(now, restart=True)
             elif self._truncated and len(heap) < WINDOW // 4:

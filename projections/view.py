@@ -313,6 +313,14 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
             Composed([SQL(f'SET search_path TO "{schema}"; {statement}')])
             for statement in view_ddl(Dialect.POSTGRES)
         )
+        # Nodes that start together would run this DDL at once ("tuple concurrently updated"
+        # on CREATE OR REPLACE FUNCTION): the first takes a lock for the schema, the rest wait.
+        self.sql_create_statements.insert(
+            0,
+            SQL("SELECT pg_advisory_xact_lock(hashtext({0}))").format(
+                Literal(f"schedlog-ddl:{schema}")
+            ),
+        )
 
     @property
     def db(self) -> Db:

@@ -355,8 +355,11 @@ def _create_schema(config: StoreConfig) -> None:
     settings = config.postgres
     assert settings is not None  # noqa: S101
     try:
-        with _connect(settings) as conn:
-            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{settings["POSTGRES_SCHEMA"]}"')
+        schema = settings["POSTGRES_SCHEMA"]
+        with _connect(settings) as conn, conn.transaction():
+            # Nodes starting together would race on the catalog; the first creates, the rest wait.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"schedlog-ddl:{schema}",))
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     except psycopg.Error as e:
         raise StoreError(f"cannot open store {config.safe_url!r}: {e}") from e
 
