@@ -25,11 +25,12 @@ also reports how many jobs each node ran. Runs are interleaved (run 1 of every c
 then run 2, ...) so that the machine's noise spreads over all of them; the table shows medians
 over `--runs` with min-max.
 
-Run it as a script (it imports bench/pg_workers.py as `pg_workers`, as the nodes do):
+Run it as a module of the `bench` package, from the repository root (the nodes import
+`bench.pg_workers` the same way):
 
-    .venv/bin/python bench/pg_bench.py                                # the issue's figures
-    .venv/bin/python bench/pg_bench.py --runs 1 --jobs 2000 --lag-jobs 200 --nodes 1,2
-    .venv/bin/python bench/pg_bench.py --systems schedlog --nodes 1 --json /tmp/pg.json
+    .venv/bin/python -m bench.pg_bench                                # the issue's figures
+    .venv/bin/python -m bench.pg_bench --runs 1 --jobs 2000 --lag-jobs 200 --nodes 1,2
+    .venv/bin/python -m bench.pg_bench --systems schedlog --nodes 1 --json /tmp/pg.json
 
 Targets (issue 5): drain >= 3x Procrastinate (one node of 4 slots each), lag p99 < 20 ms, more
 jobs/s with 2 nodes than with 1.
@@ -62,7 +63,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 import psycopg
-from pg_workers import (
+from rich.console import Console
+from rich.table import Table
+
+from bench._common import Sink, percentile
+from bench.pg_workers import (
     FILL,
     PROC_TASK,
     READY,
@@ -73,8 +78,6 @@ from pg_workers import (
     build_app,
     build_procrastinate,
 )
-from rich.console import Console
-from rich.table import Table
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -203,42 +206,30 @@ def drop_schema(dsn: str, schema: str) -> None:
 # The sink: one line per job start.
 
 
-@dataclass(slots=True)
-class Sink:
-    """Reads the sink file incrementally: the first start of each index, and lines per pid."""
+class PhaseSink(Sink):
+    """The suite's sink reader, with each job's first start and counts over index ranges."""
 
-    path: Path
-    first: dict[int, tuple[float, int]] = field(default_factory=dict)
-    lines: list[tuple[int, float, int]] = field(default_factory=list)
-    _offset: int = 0
-    _partial: bytes = b""
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.first: dict[int, tuple[float, int]] = {}
+        """Each job index's first start time and pid."""
 
     def refresh(self) -> None:
-        try:
-            with self.path.open("rb") as f:
-                f.seek(self._offset)
-                data = f.read()
-        except FileNotFoundError:
-            return
-        self._offset += len(data)
-        data = self._partial + data
-        *complete, self._partial = data.split(b"\n")
-        for raw in complete:
-            index_s, start_s, pid_s = raw.split()
-            index, start, pid = int(index_s), float(start_s), int(pid_s)
-            self.lines.append((index, start, pid))
-            seen = self.first.get(index)
-            if seen is None or start < seen[0]:
-                self.first[index] = (start, pid)
+        read = len(self.entries)
+        self.poll()
+        for e in self.entries[read:]:
+            seen = self.first.get(e.index)
+            if seen is None or e.started < seen[0]:
+                self.first[e.index] = (e.started, e.pid)
 
     def count_in(self, lo: int, hi: int) -> int:
         return sum(1 for i in self.first if lo <= i < hi)
 
     def per_pid(self, lo: int, hi: int) -> dict[int, int]:
         counts: dict[int, int] = {}
-        for index, _, pid in self.lines:
-            if lo <= index < hi:
-                counts[pid] = counts.get(pid, 0) + 1
+        for e in self.entries:
+            if lo <= e.index < hi:
+                counts[e.pid] = counts.get(e.pid, 0) + 1
         return counts
 
 
@@ -251,7 +242,7 @@ class Node:
     def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
         self.log = log_path.open("ab")
         self.proc = subprocess.Popen(
-            argv, cwd=BENCH, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True
+            argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log, text=True
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         stdout = self.proc.stdout
@@ -437,7 +428,7 @@ class Schedlog:
             "--store",
             self.store,
             "run",
-            "pg_workers:app",
+            "bench.pg_workers:app",
             "--log-level",
             "WARNING",
             "--grace",
@@ -493,7 +484,8 @@ class Procrastinate:
     def node_argv(self) -> list[str]:
         return [
             sys.executable,
-            str(BENCH / "pg_workers.py"),
+            "-m",
+            "bench.pg_workers",
             "procrastinate",
             self.conninfo,
             "--concurrency",
@@ -556,16 +548,6 @@ def wait_for(
         time.sleep(POLL_S)
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not sorted_values:
-        return float("nan")
-    pos = (len(sorted_values) - 1) * q
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 @dataclass(slots=True)
 class Trial:
     """One configuration measured once: a fresh schema, its nodes, and the phases."""
@@ -575,7 +557,7 @@ class Trial:
     run: int
     workdir: Path
     system: System = field(init=False)
-    sink: Sink = field(init=False)
+    sink: PhaseSink = field(init=False)
     nodes: list[Node] = field(default_factory=list)
     result: dict[str, Any] = field(default_factory=dict)
     succeeded: int = 0
@@ -585,7 +567,7 @@ class Trial:
         config, opts = self.config, self.opts
         logs = self.workdir / f"run{self.run}-{config.system}-{config.nodes}-{config.poll_s}"
         logs.mkdir(parents=True)
-        self.sink = Sink(logs / "sink.txt")
+        self.sink = PhaseSink(logs / "sink.txt")
         self.result = {"config": config.key, "run": self.run, **asdict(config), "lag": {}}
         self.system = open_system(config, opts)
         try:

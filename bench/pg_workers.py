@@ -4,10 +4,11 @@ Every job body does the same thing: append one line `index start_time pid` to th
 named by $BENCH_SINK, with one `os.write` on an O_APPEND descriptor (lines of concurrent writers,
 threads or processes, never interleave).
 
-- schedlog node: `schedlog --store URL run pg_workers:app` with this folder as the working
-  directory (`app` is built on first access, from $SCHEDLOG_STORE, with $BENCH_SLOTS slots).
-- Procrastinate worker: `python pg_workers.py procrastinate CONNINFO --concurrency 4 --poll 5`;
-  prints `procrastinate worker ready` once its loop has started; SIGTERM stops it gracefully.
+- schedlog node: `schedlog --store URL run bench.pg_workers:app` from the repository root
+  (`app` is built on first access, from $SCHEDLOG_STORE, with $BENCH_SLOTS slots).
+- Procrastinate worker: `python -m bench.pg_workers procrastinate CONNINFO --concurrency 4
+  --poll 5`; prints `procrastinate worker ready` once its loop has started; SIGTERM stops it
+  gracefully.
 
 The bench process imports `build_app` and `build_procrastinate` to schedule the same functions
 by name; it never runs a job.
@@ -19,12 +20,11 @@ import argparse
 import logging
 import os
 import sys
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 import procrastinate
 
+from bench import _common
 from schedlog import ActionCtx, App, MutationCtx
 
 if TYPE_CHECKING:
@@ -41,23 +41,10 @@ FILL = "bench:fill"
 PROC_TASK = "bench_touch"
 READY = "procrastinate worker ready"
 
-_sink_lock = threading.Lock()
-_sink_fd: int | None = None
-
 
 def record(index: int) -> None:
-    """Append `index start_time pid` to $BENCH_SINK in one write."""
-    started = time.time()
-    global _sink_fd  # noqa: PLW0603 - one descriptor per process, opened on first use
-    fd = _sink_fd
-    if fd is None:
-        with _sink_lock:
-            if _sink_fd is None:
-                _sink_fd = os.open(
-                    os.environ[SINK_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
-                )
-            fd = _sink_fd
-    os.write(fd, f"{index} {started:.6f} {os.getpid()}\n".encode())
+    """The job body: the suite's (`bench._common.record`), into the sink named by $BENCH_SINK."""
+    _common.record(os.environ[SINK_ENV], index)
 
 
 def build_app(store: str | None = None, max_concurrency: int | None = None) -> App:
