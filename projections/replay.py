@@ -181,7 +181,7 @@ def prune(c: Cur, table: str, before_ms: int, limit: int) -> int:
         f"WHERE state IN ({TERMINAL_SQL}) AND completed_time <= ? LIMIT ?)",
         (before_ms, limit),
     )
-    return c.changes()
+    return c.rowcount
 
 
 def _page(db: Db, c: Cur, after: int, upto: int | None) -> list[tuple[Any, ...]]:

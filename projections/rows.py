@@ -26,6 +26,7 @@ __all__ = [
     "change_for",
     "change_of",
     "event_time_of",
+    "state_after",
     "to_document",
 ]
 
@@ -60,12 +61,16 @@ class Change:
 
     `insert` rows are new (`Scheduled`); otherwise `values` are set, and `guarded` values are
     set only while the row is not terminal (a completion after a cancel changes nothing, S21).
+    `leaves` is the state the change moves the row out of, where the event alone tells (a
+    start leaves pending; a completion, if its guard holds, leaves inProgress); the counts by
+    state move by it without reading the row.
     """
 
     job_id: str
     values: Mapping[str, Any]
     guarded: Mapping[str, Any]
     insert: bool = False
+    leaves: str | None = None
 
 
 _F = ScheduledFunction
@@ -120,7 +125,9 @@ def change_of(
             },
         )
     guarded: dict[str, Any] = {}
+    leaves = None
     if kind is _F.Started:
+        leaves = JobState.PENDING.value
         values: dict[str, Any] = {
             "state": JobState.IN_PROGRESS.value,
             "node_id": fields["node_id"],
@@ -132,6 +139,7 @@ def change_of(
     elif kind is _F.Canceled:
         values = {"state": JobState.CANCELED.value, "completed_time": fields["at_ms"]}
     elif kind is _F.Completed:
+        leaves = JobState.IN_PROGRESS.value
         values = {}
         guarded = {
             "state": fields["outcome"],
@@ -141,7 +149,7 @@ def change_of(
     else:
         return None
     values["version"] = version
-    return Change(job_id, values, guarded)
+    return Change(job_id, values, guarded, leaves=leaves)
 
 
 def merge_changes(changes: Sequence[Change]) -> list[Change]:
@@ -164,7 +172,7 @@ def merge_changes(changes: Sequence[Change]) -> list[Change]:
             values = {**last.values, **change.values}
             if values["state"] not in TERMINAL:  # the guard, as the row would then stand
                 values.update(change.guarded)
-            merged[-1] = Change(change.job_id, values, {})
+            merged[-1] = Change(change.job_id, values, {}, leaves=last.leaves)
         else:
             merged.append(change)
     return merged
@@ -185,6 +193,18 @@ def apply_to_rows(rows: dict[str, dict[str, Any]], change: Change) -> None:
     row.update(change.values)
     if change.guarded and row["state"] not in TERMINAL:
         row.update(change.guarded)
+
+
+def state_after(state: str | None, change: Change) -> str | None:
+    """Return a row's state after `change`, from its state before (None: there is no row)."""
+    if change.insert:
+        return str(change.values["state"])
+    if state is None:
+        return None  # nothing to update
+    state = change.values.get("state", state)
+    if "state" in change.guarded and state not in TERMINAL:
+        state = change.guarded["state"]
+    return state
 
 
 def to_document(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -74,12 +74,10 @@ class Cur:
         """Return the next row, or None."""
         return self._raw.fetchone()
 
-    def changes(self) -> int:
+    @property
+    def rowcount(self) -> int:
         """Return how many rows the last INSERT, UPDATE or DELETE changed."""
-        if self._dialect is Dialect.POSTGRES:
-            return int(self._raw.rowcount)
-        self._raw.execute("SELECT changes() AS n")
-        return int(self._raw.fetchone()["n"])
+        return int(getattr(self._raw, "sqlite_cursor", self._raw).rowcount)
 
     def use_schema(self, schema: str | None) -> None:
         """Make the store's schema the one unqualified names resolve in (PostgreSQL)."""

@@ -32,8 +32,15 @@ from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from schedlog.events import ScheduledFunction
 from schedlog.projections.group_commit import GroupCommit, Save
-from schedlog.projections.rows import COLUMNS, TERMINAL, Change, change_for, merge_changes
-from schedlog.projections.schema import LINKS, POSITION, TABLE, view_ddl
+from schedlog.projections.rows import (
+    COLUMNS,
+    TERMINAL,
+    Change,
+    change_for,
+    merge_changes,
+    state_after,
+)
+from schedlog.projections.schema import COUNTS, LINKS, POSITION, TABLE, view_ddl
 from schedlog.projections.sql import Cur, Db, Dialect
 
 if TYPE_CHECKING:
@@ -51,6 +58,7 @@ __all__ = [
     "ViewKeeper",
     "ViewRecorder",
     "apply_change",
+    "apply_changes",
     "insert_links",
     "insert_rows",
     "notification_of",
@@ -71,6 +79,8 @@ _SET_POSITION = (
     "ON CONFLICT (view) DO UPDATE SET position = excluded.position"
 )
 _INSERTS: dict[str, str] = {}
+_MOVE_COUNTS: dict[int, str] = {}
+_IDS_PER_READ = 500
 FAST_BUSY_MS = 1
 """How long one attempt of a group commit waits in SQLite for another process's write lock."""
 
@@ -150,8 +160,7 @@ class ViewKeeper:
             change = change_for(event, nid)
             if change is not None:
                 changes.append(change)
-        for change in merge_changes(changes):
-            apply_change(cur, change)
+        apply_changes(cur, merge_changes(changes))
         return ids[-1]
 
     def _decode(self, notification: Notification) -> object:
@@ -168,13 +177,15 @@ class ViewKeeper:
             f"FROM {self.events_table_name} WHERE {pos} > ? AND {pos} <= ? ORDER BY {pos}",
             (after, upto),
         )
+        changes = []
         for row in cur.fetchall():
             if not row["topic"].startswith(JOB_TOPIC_PREFIX):
                 continue
             notification = notification_of(row, pos)
             change = change_for(self._decode(notification), notification.id)
             if change is not None:
-                apply_change(cur, change)
+                changes.append(change)
+        apply_changes(cur, changes)
 
     def catch_up(self, batch: int = 1000) -> int:
         """Fold every event after the view's position into it; return how many were read."""
@@ -386,26 +397,93 @@ class _SplitGroup(Exception):  # noqa: N818 - a signal, not an error
     """A save in a PostgreSQL group conflicted: roll the group back and commit one by one."""
 
 
-def apply_change(c: Cur, change: Change, table: str = TABLE) -> None:
-    """Write one change to the view table `table` (and a new job's link to its parent)."""
+def apply_changes(c: Cur, changes: Sequence[Change]) -> None:
+    """Write `changes` to the live view, in order, and move its counts by state to match.
+
+    A change's old state comes from the event where it tells (`Change.leaves`), else from the
+    row, read for all such changes in one statement; one statement then moves the counts.
+    (Row triggers did this before, at about 40 us per changed row on SQLite.)
+    """
+    known: dict[str, str | None] = {}
+    inserted = {ch.job_id for ch in changes if ch.insert}  # their state is known once written
+    unread = (ch.job_id for ch in changes if ch.leaves is None and "state" in ch.values)
+    _read_states(c, [i for i in dict.fromkeys(unread) if i not in inserted], known)
+    deltas: dict[str, int] = {}
+    for change in changes:
+        moves = change.insert or "state" in change.values or "state" in change.guarded
+        if not moves:
+            apply_change(c, change)
+            continue
+        if change.insert:
+            old = None
+        elif change.job_id in known:
+            old = known[change.job_id]
+        else:
+            old = change.leaves
+        if not apply_change(c, change):  # no row, or its guard found it finished
+            _read_states(c, [change.job_id], known)
+            continue
+        new = state_after(old, change)
+        known[change.job_id] = new
+        if old != new:
+            if old is not None:
+                deltas[old] = deltas.get(old, 0) - 1
+            if new is not None:
+                deltas[new] = deltas.get(new, 0) + 1
+    moved = [(state, n) for state, n in deltas.items() if n]
+    if moved:
+        c.execute(_move_counts_sql(len(moved)), [v for pair in moved for v in pair])
+
+
+def _read_states(c: Cur, job_ids: list[str], into: dict[str, str | None]) -> None:
+    for job_id in job_ids:
+        into[job_id] = None  # no row, unless read below
+    for first in range(0, len(job_ids), _IDS_PER_READ):
+        chunk = job_ids[first : first + _IDS_PER_READ]
+        marks = ", ".join("?" * len(chunk))
+        c.execute(f"SELECT id, state FROM {TABLE} WHERE id IN ({marks})", chunk)  # noqa: S608
+        into.update((row["id"], row["state"]) for row in c.fetchall())
+
+
+def _move_counts_sql(pairs: int) -> str:
+    sql = _MOVE_COUNTS.get(pairs)
+    if sql is None:
+        values = ", ".join(["(?, ?)"] * pairs)
+        sql = (
+            f"INSERT INTO {COUNTS} (state, n) VALUES {values} "  # noqa: S608
+            f"ON CONFLICT (state) DO UPDATE SET n = {COUNTS}.n + excluded.n"
+        )
+        _MOVE_COUNTS[pairs] = sql
+    return sql
+
+
+def apply_change(c: Cur, change: Change, table: str = TABLE) -> bool:
+    """Write one change to the view table `table` (and a new job's link to its parent).
+
+    Returns whether the statement that sets the row's state (if any) changed a row.
+    """
     if change.insert:
         c.execute(_insert_sql(table), [change.values[col] for col in COLUMNS])
         parent = change.values["parent_id"]
         if parent is not None:
             c.execute(_LINK, (parent, change.job_id, change.values["seq"]))
-        return
+        return True
+    changed = True
     if change.values:
         cols = ", ".join(f"{k} = ?" for k in change.values)
         c.execute(
             f"UPDATE {table} SET {cols} WHERE id = ?",  # noqa: S608 - column names are ours
             [*change.values.values(), change.job_id],
         )
+        changed = c.rowcount > 0 if "state" in change.values else changed
     if change.guarded:
         cols = ", ".join(f"{k} = ?" for k in change.guarded)
         c.execute(
             f"UPDATE {table} SET {cols} WHERE id = ? AND {_NOT_TERMINAL}",  # noqa: S608
             [*change.guarded.values(), change.job_id],
         )
+        changed = c.rowcount > 0 if "state" in change.guarded else changed
+    return changed
 
 
 def insert_rows(c: Cur, rows: Iterable[Mapping[str, Any]], table: str = TABLE) -> None:

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from schedlog import App
+from schedlog.projections.schema import TABLE
 from schedlog.testing import FakeClock
-from tests.integration.helpers import state, view_table
+from tests.integration.helpers import execute, state, view_table
 
 T0 = 1_800_000_000_000
 DAY = 24 * 60 * 60 * 1000
@@ -149,3 +150,81 @@ def test_query_by_parent_and_children(app: App, busy: dict[str, str]) -> None:
     assert [d["args"] for d in docs] == [[1], [2]]
     assert app.scheduled_functions.query(parent_id=busy["canceled"]).items == []
     assert app.history(docs[0]["_id"])[0]["parent_id"] == parent
+
+
+def _counts_match_rows(app: App) -> dict[str, int]:
+    rows = execute(app, f"SELECT state, COUNT(*) AS n FROM {TABLE} GROUP BY state")
+    by_rows = {r["state"]: r["n"] for r in rows}
+    counts = {k: n for k, n in app.stats().counts.items() if n}
+    assert counts == by_rows
+    return counts
+
+
+def test_stats_counts_follow_every_transition_s27_s28(app: App, clock: FakeClock) -> None:
+    """The counts by state move with each change the rows see: inserts, claims, completions,
+    cancels of pending, running and just-born jobs, a completion after a cancel, retention."""
+
+    @app.action(name="c:self_cancel")
+    def self_cancel(ctx) -> None:
+        app.scheduler.cancel(ctx.job_id)  # running -> canceled; its completion changes nothing
+
+    @app.action(name="c:boom")
+    def boom(ctx) -> None:
+        del ctx
+        msg = "boom"
+        raise RuntimeError(msg)
+
+    @app.mutation(name="c:parent")
+    def parent(ctx) -> None:
+        born = ctx.scheduler.run_after(0, boom)
+        ctx.scheduler.cancel(born)  # inserted and canceled in one save
+        ctx.scheduler.run_after(1_000, boom)
+
+    @app.mutation(name="c:fails")
+    def fails(ctx) -> None:
+        del ctx
+        msg = "no"
+        raise ValueError(msg)
+
+    ids = [app.scheduler.run_after(100, fn) for fn in (self_cancel, boom, parent, fails)]
+    app.scheduler.cancel(app.scheduler.run_after(100, boom))
+    app.run_mutation(parent)
+    assert _counts_match_rows(app) == {"pending": 5, "canceled": 2}
+    app.start()
+    clock.advance(100)
+    app.wait_until_idle()
+    assert state(app, ids[0]) == "canceled"
+    assert _counts_match_rows(app) == {"pending": 2, "canceled": 4, "failed": 2, "success": 1}
+    clock.advance(1_000)
+    app.wait_until_idle()
+    assert _counts_match_rows(app) == {"canceled": 4, "failed": 4, "success": 1}
+    clock.advance(8 * DAY)
+    app.wait_until_idle()
+    assert _counts_match_rows(app) == {}  # retention's deletes take them off
+
+
+def test_a_store_with_the_old_count_triggers_drops_them_on_open(
+    sqlite_path: Any, clock: FakeClock
+) -> None:
+    """Stores made before counts moved out of row triggers: reopened, nothing counts twice."""
+    url = f"sqlite://{sqlite_path}"
+    first = App(store=url, clock=clock)
+    bump = (
+        "INSERT INTO schedlog_state_counts_v1 (state, n) VALUES (NEW.state, 1) "
+        "ON CONFLICT (state) DO UPDATE SET n = schedlog_state_counts_v1.n + 1"
+    )
+    execute(first, f"CREATE TRIGGER {TABLE}_count_insert AFTER INSERT ON {TABLE} BEGIN {bump}; END")
+    first.action(name="c:a")(lambda _ctx: None)
+    first.scheduler.run_after(0, "c:a")
+    assert first.stats().counts["pending"] == 2  # the old trigger and the writer, both
+    first.close()
+    again = App(store=url, clock=clock)
+    try:
+        execute(again, "UPDATE schedlog_state_counts_v1 SET n = 1 WHERE state = 'pending'")
+        again.action(name="c:a")(lambda _ctx: None)
+        again.scheduler.run_after(0, "c:a")
+        assert _counts_match_rows(again) == {"pending": 2}
+        triggers = execute(again, "SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        assert [t["name"] for t in triggers] == [f"{TABLE}_count_delete"]
+    finally:
+        again.close()

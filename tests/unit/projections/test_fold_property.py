@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,16 @@ from schedlog.events import (
     ScheduledFunction,
 )
 from schedlog.events.values import TERMINAL_STATES
-from schedlog.projections.rows import apply_to_rows, change_for, merge_changes, to_document
+from schedlog.projections.rows import (
+    apply_to_rows,
+    change_for,
+    merge_changes,
+    state_after,
+    to_document,
+)
+from schedlog.projections.schema import COUNTS, TABLE, view_ddl
+from schedlog.projections.sql import Cur, Dialect
+from schedlog.projections.view import apply_changes
 
 T0 = 1_800_000_000_000
 SETTINGS = settings(
@@ -224,6 +234,73 @@ def test_merged_changes_fold_to_the_same_row(
             statements += 1
     assert merged_rows == expected
     assert statements <= len(changes)
+
+
+@SETTINGS
+@given(kind=kinds, script=steps, cuts=st.lists(st.integers(min_value=1, max_value=16)))
+def test_state_after_tells_the_counts_what_each_change_does(
+    kind: FunctionKind, script: list[Step], cuts: list[int]
+) -> None:
+    """The writer moves the counts by `state_after`: it must agree with the row, change by change."""
+    job = ScheduledFunction.schedule(
+        name="m:f", kind=kind, args=[], kwargs={}, scheduled_time_ms=T0, creation_time_ms=T0
+    )
+    now = T0
+    for step in script:
+        now += step.gap_ms
+        with contextlib.suppress(InvalidTransitionError):
+            _apply(job, step, now)
+    changes = [change_for(e, seq) for seq, e in enumerate(job.collect_events(), start=1)]
+    bounds = sorted({0, len(changes), *(c for c in cuts if c < len(changes))})
+    rows: dict[str, dict[str, Any]] = {}
+    predicted: str | None = None
+    for lo, hi in itertools.pairwise(bounds):
+        for change in merge_changes([c for c in changes[lo:hi] if c is not None]):
+            predicted = state_after(predicted, change)
+            apply_to_rows(rows, change)
+            assert predicted == rows[job.job_id]["state"]
+    last = changes[-1]
+    assert last is not None
+    if not last.insert:
+        assert state_after(None, last) is None  # no row to update: no count moves
+
+
+@SETTINGS
+@given(
+    scripts=st.lists(st.tuples(kinds, steps), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(min_value=1, max_value=40)),
+)
+def test_the_writer_keeps_counts_equal_to_the_rows(
+    scripts: list[tuple[FunctionKind, list[Step]]], cuts: list[int]
+) -> None:
+    """Several jobs' events, interleaved and cut into saves, written by `apply_changes` to a
+    real SQLite view: the counts by state equal the rows' states after every save (S27)."""
+    log: list[Any] = []
+    for n, (kind, script) in enumerate(scripts):
+        job = ScheduledFunction.schedule(
+            name="m:f", kind=kind, args=[n], kwargs={}, scheduled_time_ms=T0, creation_time_ms=T0
+        )
+        now = T0
+        for step in script:
+            now += step.gap_ms
+            with contextlib.suppress(InvalidTransitionError):
+                _apply(job, step, now)
+        events = job.collect_events()
+        log = [*log[: len(log) // 2], *events[:1], *log[len(log) // 2 :], *events[1:]]
+    changes = [change_for(e, seq) for seq, e in enumerate(log, start=1)]
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    for statement in view_ddl(Dialect.SQLITE):
+        conn.execute(statement)
+    cur = Cur(conn.cursor(), Dialect.SQLITE)
+    bounds = sorted({0, len(changes), *(c for c in cuts if c < len(changes))})
+    for lo, hi in itertools.pairwise(bounds):
+        apply_changes(cur, merge_changes([c for c in changes[lo:hi] if c is not None]))
+        by_rows = dict(
+            conn.execute(f"SELECT state, COUNT(*) FROM {TABLE} GROUP BY state").fetchall()
+        )
+        counts = dict(conn.execute(f"SELECT state, n FROM {COUNTS} WHERE n != 0").fetchall())
+        assert counts == by_rows
 
 
 def test_a_mutation_commit_is_one_update() -> None:

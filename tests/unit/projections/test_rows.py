@@ -106,6 +106,7 @@ def test_started_sets_in_progress_node_and_attempt() -> None:
             "version": 2,
         },
         guarded={},
+        leaves="pending",  # the one state a start is allowed from: counts move without a read
     )
 
 
@@ -131,7 +132,7 @@ def test_s20_canceled_sets_canceled_and_completed_time() -> None:
         job_id=job.job_id,
         values={"state": "canceled", "completed_time": T0 + 1, "version": 2},
         guarded={},
-    )
+    )  # no `leaves`: pending or running, the row is read to count it
 
 
 @pytest.mark.parametrize(("outcome", "error"), [(Outcome.SUCCESS, None), (Outcome.FAILED, "e")])
@@ -147,6 +148,7 @@ def test_s21_completed_is_guarded_so_it_never_rewrites_a_terminal_row(
         job_id=job.job_id,
         values={"version": 3},
         guarded={"state": outcome.value, "completed_time": DUE + 3, "error": error},
+        leaves="inProgress",  # if the guard holds: the one unfinished state a completion leaves
     )
 
 
