@@ -61,6 +61,7 @@ __all__ = [
     "apply_changes",
     "insert_links",
     "insert_rows",
+    "move_counts",
     "notification_of",
 ]
 
@@ -125,25 +126,22 @@ class ViewKeeper:
         """The view's database: the store's own."""
         raise NotImplementedError
 
-    def _apply_save(
-        self,
-        cur: Cur,
-        position: int,
-        stored_events: Sequence[StoredEvent],
-        ids: Sequence[int],
-        kwargs: Any,
-    ) -> int:
-        """Apply one save's job events after the view's `position`; return the new position.
+    def _apply_save(self, cur: Cur, position: int, save: Save, counts: dict[str, int]) -> int:
+        """Apply one save's job events (`save.ids` issued) after `position`; return the new one.
 
         Events that reached the log before them without this recorder are folded in first.
+        How the counts by state move is added to `counts`, for the group to write once.
         """
+        ids = save.ids
+        assert ids  # noqa: S101 - the recorders call it once the events are in
         if ids[0] > position + 1:
-            self._fold(cur, position, ids[0] - 1)
+            self._fold(cur, position, ids[0] - 1, counts)
         given = {
-            (str(e.originator_id), e.originator_version): e for e in kwargs.get(VIEW_EVENTS, ())
+            (str(e.originator_id), e.originator_version): e
+            for e in save.kwargs.get(VIEW_EVENTS, ())
         }
         changes: list[Change] = []
-        for stored, nid in zip(stored_events, ids, strict=True):
+        for stored, nid in zip(save.events, ids, strict=True):
             if not stored.topic.startswith(JOB_TOPIC_PREFIX):
                 continue
             event = given.get((str(stored.originator_id), stored.originator_version))
@@ -160,7 +158,7 @@ class ViewKeeper:
             change = change_for(event, nid)
             if change is not None:
                 changes.append(change)
-        apply_changes(cur, merge_changes(changes))
+        apply_changes(cur, merge_changes(changes), counts)
         return ids[-1]
 
     def _decode(self, notification: Notification) -> object:
@@ -169,7 +167,7 @@ class ViewKeeper:
             raise RuntimeError(msg)
         return self.decode(notification)
 
-    def _fold(self, cur: Cur, after: int, upto: int) -> None:
+    def _fold(self, cur: Cur, after: int, upto: int, counts: dict[str, int]) -> None:
         """Apply the events in (after, upto] that reached the log without this recorder."""
         pos = self.db.position_column
         cur.execute(
@@ -185,7 +183,7 @@ class ViewKeeper:
             change = change_for(self._decode(notification), notification.id)
             if change is not None:
                 changes.append(change)
-        apply_changes(cur, changes)
+        apply_changes(cur, changes, counts)
 
     def catch_up(self, batch: int = 1000) -> int:
         """Fold every event after the view's position into it; return how many were read."""
@@ -199,7 +197,9 @@ class ViewKeeper:
                 upto = min(last, position + batch)
                 if upto <= position:
                     return done
-                self._fold(cur, position, upto)
+                counts: dict[str, int] = {}
+                self._fold(cur, position, upto, counts)
+                move_counts(cur, counts)
                 cur.execute(_SET_POSITION, (VIEW_NAME, upto))
                 done += upto - position
 
@@ -265,28 +265,35 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
     def _write_group(self, c: SQLiteCursor, group: list[Save]) -> None:
         cur = Cur(c, Dialect.SQLITE)
         position: int | None = None
+        counts: dict[str, int] = {}
         if len(group) == 1:
-            group[0].ids, position = self._insert(c, cur, position, group[0])
+            group[0].ids, position = self._insert(c, cur, position, group[0], counts)
         else:
             for save in group:  # each in a savepoint: a conflict rolls back that save only
                 c.execute("SAVEPOINT schedlog_save")
+                mine: dict[str, int] = {}
                 try:
-                    save.ids, position = self._insert(c, cur, position, save)
+                    save.ids, position = self._insert(c, cur, position, save, mine)
                 except sqlite3.IntegrityError as e:
                     c.execute("ROLLBACK TO schedlog_save")
                     save.error = IntegrityError(e)
+                else:
+                    for state, n in mine.items():
+                        counts[state] = counts.get(state, 0) + n
                 c.execute("RELEASE schedlog_save")
         if position is not None:
+            move_counts(cur, counts)
             cur.execute(_SET_POSITION, (VIEW_NAME, position))
 
     def _insert(
-        self, c: SQLiteCursor, cur: Cur, position: int | None, save: Save
+        self, c: SQLiteCursor, cur: Cur, position: int | None, save: Save, counts: dict[str, int]
     ) -> tuple[Sequence[int] | None, int | None]:
         ids = SQLiteApplicationRecorder._insert_events(self, c, save.events, **save.kwargs)  # noqa: SLF001
         if ids:
             if position is None:  # read once this transaction holds the write lock
                 position = read_position(cur)
-            position = self._apply_save(cur, position, save.events, ids, save.kwargs)
+            save.ids = ids
+            position = self._apply_save(cur, position, save, counts)
         return ids, position
 
     @property
@@ -380,16 +387,17 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
             row = curs.fetchone()
             position = start = 0 if row is None else int(row["position"])
             cur = Cur(curs, Dialect.POSTGRES)  # the search_path is set for this transaction
+            counts: dict[str, int] = {}
             try:
                 for save in group:
                     PostgresAggregateRecorder._insert_stored_events(self, curs, save.events)  # noqa: SLF001
-                    ids = self._fetch_ids_after_insert_events(curs, save.events)
-                    if ids:
-                        position = self._apply_save(cur, position, save.events, ids, save.kwargs)
-                    save.ids = ids
+                    save.ids = self._fetch_ids_after_insert_events(curs, save.events)
+                    if save.ids:
+                        position = self._apply_save(cur, position, save, counts)
             except psycopg.IntegrityError as e:
                 raise _SplitGroup from e  # leaving the block rolls the transaction back
             if position != start:
+                move_counts(cur, counts)
                 cur.execute(_SET_POSITION, (VIEW_NAME, position))
 
 
@@ -397,18 +405,17 @@ class _SplitGroup(Exception):  # noqa: N818 - a signal, not an error
     """A save in a PostgreSQL group conflicted: roll the group back and commit one by one."""
 
 
-def apply_changes(c: Cur, changes: Sequence[Change]) -> None:
-    """Write `changes` to the live view, in order, and move its counts by state to match.
+def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> None:
+    """Write `changes` to the live view, in order; add how its counts by state move to `counts`.
 
     A change's old state comes from the event where it tells (`Change.leaves`), else from the
-    row, read for all such changes in one statement; one statement then moves the counts.
-    (Row triggers did this before, at about 40 us per changed row on SQLite.)
+    row, read for all such changes in one statement; `move_counts` then writes the counts once
+    per transaction. (Row triggers did this before, at about 40 us per changed row on SQLite.)
     """
     known: dict[str, str | None] = {}
     inserted = {ch.job_id for ch in changes if ch.insert}  # their state is known once written
     unread = (ch.job_id for ch in changes if ch.leaves is None and "state" in ch.values)
     _read_states(c, [i for i in dict.fromkeys(unread) if i not in inserted], known)
-    deltas: dict[str, int] = {}
     for change in changes:
         moves = change.insert or "state" in change.values or "state" in change.guarded
         if not moves:
@@ -427,10 +434,14 @@ def apply_changes(c: Cur, changes: Sequence[Change]) -> None:
         known[change.job_id] = new
         if old != new:
             if old is not None:
-                deltas[old] = deltas.get(old, 0) - 1
+                counts[old] = counts.get(old, 0) - 1
             if new is not None:
-                deltas[new] = deltas.get(new, 0) + 1
-    moved = [(state, n) for state, n in deltas.items() if n]
+                counts[new] = counts.get(new, 0) + 1
+
+
+def move_counts(c: Cur, counts: dict[str, int]) -> None:
+    """Move the live view's counts by state by `counts` (one statement; none if nothing moved)."""
+    moved = [(state, n) for state, n in counts.items() if n]
     if moved:
         c.execute(_move_counts_sql(len(moved)), [v for pair in moved for v in pair])
 
