@@ -38,13 +38,8 @@ from schedlog.projections.schema import (
     trigger_ddl,
 )
 from schedlog.projections.sql import Cur, Db, Dialect
-from schedlog.projections.view import (
-    JOB_TOPIC_PREFIX,
-    VIEW_NAME,
-    apply_change,
-    insert_links,
-    insert_rows,
-)
+from schedlog.projections.view import JOB_TOPIC_PREFIX, VIEW_NAME
+from schedlog.projections.writes import apply_change, insert_links, insert_rows
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -12,7 +12,6 @@ exactly once and in global order (S26).
 
 from __future__ import annotations
 
-import operator
 import random
 import sqlite3
 import time
@@ -33,18 +32,16 @@ from psycopg.sql import SQL, Composed, Identifier, Literal
 from schedlog.events import ScheduledFunction
 from schedlog.projections.group_commit import GroupCommit, Save
 from schedlog.projections.rows import (
-    COLUMNS,
-    TERMINAL,
     Change,
     change_for,
     merge_changes,
-    state_after,
 )
-from schedlog.projections.schema import COUNTS, LINKS, POSITION, TABLE, view_ddl
+from schedlog.projections.schema import POSITION, TABLE, view_ddl
 from schedlog.projections.sql import Cur, Db, Dialect
+from schedlog.projections.writes import apply_changes, move_counts
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
 
     from eventsourcing.persistence import StoredEvent
     from eventsourcing.postgres import PostgresDatastore
@@ -57,11 +54,6 @@ __all__ = [
     "PgViewRecorder",
     "ViewKeeper",
     "ViewRecorder",
-    "apply_change",
-    "apply_changes",
-    "insert_links",
-    "insert_rows",
-    "move_counts",
     "notification_of",
 ]
 
@@ -72,16 +64,10 @@ VIEW_EVENTS = "schedlog_view_events"
 JOB_TOPIC_PREFIX = get_topic(ScheduledFunction) + "."
 """Every event topic of the job aggregate starts with this; the view skips all others."""
 
-_ROW_VALUES = operator.itemgetter(*COLUMNS)
-_NOT_TERMINAL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
-_LINK = f"INSERT INTO {LINKS} (parent_id, child_id, seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"  # noqa: S608
 _SET_POSITION = (
     f"INSERT INTO {POSITION} (view, position) VALUES (?, ?) "  # noqa: S608
     "ON CONFLICT (view) DO UPDATE SET position = excluded.position"
 )
-_INSERTS: dict[str, str] = {}
-_MOVE_COUNTS: dict[int, str] = {}
-_IDS_PER_READ = 500
 FAST_BUSY_MS = 1
 """How long one attempt of a group commit waits in SQLite for another process's write lock."""
 
@@ -90,15 +76,6 @@ def _is_busy(error: BaseException) -> bool:
     """Tell whether an SQLite error means another connection holds the lock."""
     text = str(error)
     return "locked" in text or "busy" in text
-
-
-def _insert_sql(table: str) -> str:
-    sql = _INSERTS.get(table)
-    if sql is None:
-        placeholders = ", ".join("?" * len(COLUMNS))
-        sql = f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({placeholders})"  # noqa: S608
-        _INSERTS[table] = sql
-    return sql
 
 
 def notification_of(row: Any, position_column: str) -> Notification:
@@ -403,107 +380,3 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
 
 class _SplitGroup(Exception):  # noqa: N818 - a signal, not an error
     """A save in a PostgreSQL group conflicted: roll the group back and commit one by one."""
-
-
-def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> None:
-    """Write `changes` to the live view, in order; add how its counts by state move to `counts`.
-
-    A change's old state comes from the event where it tells (`Change.leaves`), else from the
-    row, read for all such changes in one statement; `move_counts` then writes the counts once
-    per transaction. (Row triggers did this before, at about 40 us per changed row on SQLite.)
-    """
-    known: dict[str, str | None] = {}
-    inserted = {ch.job_id for ch in changes if ch.insert}  # their state is known once written
-    unread = (ch.job_id for ch in changes if ch.leaves is None and "state" in ch.values)
-    _read_states(c, [i for i in dict.fromkeys(unread) if i not in inserted], known)
-    for change in changes:
-        moves = change.insert or "state" in change.values or "state" in change.guarded
-        if not moves:
-            apply_change(c, change)
-            continue
-        if change.insert:
-            old = None
-        elif change.job_id in known:
-            old = known[change.job_id]
-        else:
-            old = change.leaves
-        if not apply_change(c, change):  # no row, or its guard found it finished
-            _read_states(c, [change.job_id], known)
-            continue
-        new = state_after(old, change)
-        known[change.job_id] = new
-        if old != new:
-            if old is not None:
-                counts[old] = counts.get(old, 0) - 1
-            if new is not None:
-                counts[new] = counts.get(new, 0) + 1
-
-
-def move_counts(c: Cur, counts: dict[str, int]) -> None:
-    """Move the live view's counts by state by `counts` (one statement; none if nothing moved)."""
-    moved = [(state, n) for state, n in counts.items() if n]
-    if moved:
-        c.execute(_move_counts_sql(len(moved)), [v for pair in moved for v in pair])
-
-
-def _read_states(c: Cur, job_ids: list[str], into: dict[str, str | None]) -> None:
-    for job_id in job_ids:
-        into[job_id] = None  # no row, unless read below
-    for first in range(0, len(job_ids), _IDS_PER_READ):
-        chunk = job_ids[first : first + _IDS_PER_READ]
-        marks = ", ".join("?" * len(chunk))
-        c.execute(f"SELECT id, state FROM {TABLE} WHERE id IN ({marks})", chunk)  # noqa: S608
-        into.update((row["id"], row["state"]) for row in c.fetchall())
-
-
-def _move_counts_sql(pairs: int) -> str:
-    sql = _MOVE_COUNTS.get(pairs)
-    if sql is None:
-        values = ", ".join(["(?, ?)"] * pairs)
-        sql = (
-            f"INSERT INTO {COUNTS} (state, n) VALUES {values} "  # noqa: S608
-            f"ON CONFLICT (state) DO UPDATE SET n = {COUNTS}.n + excluded.n"
-        )
-        _MOVE_COUNTS[pairs] = sql
-    return sql
-
-
-def apply_change(c: Cur, change: Change, table: str = TABLE) -> bool:
-    """Write one change to the view table `table` (and a new job's link to its parent).
-
-    Returns whether the statement that sets the row's state (if any) changed a row.
-    """
-    if change.insert:
-        c.execute(_insert_sql(table), [change.values[col] for col in COLUMNS])
-        parent = change.values["parent_id"]
-        if parent is not None:
-            c.execute(_LINK, (parent, change.job_id, change.values["seq"]))
-        return True
-    changed = True
-    if change.values:
-        cols = ", ".join(f"{k} = ?" for k in change.values)
-        c.execute(
-            f"UPDATE {table} SET {cols} WHERE id = ?",  # noqa: S608 - column names are ours
-            [*change.values.values(), change.job_id],
-        )
-        changed = c.rowcount > 0 if "state" in change.values else changed
-    if change.guarded:
-        cols = ", ".join(f"{k} = ?" for k in change.guarded)
-        c.execute(
-            f"UPDATE {table} SET {cols} WHERE id = ? AND {_NOT_TERMINAL}",  # noqa: S608
-            [*change.guarded.values(), change.job_id],
-        )
-        changed = c.rowcount > 0 if "state" in change.guarded else changed
-    return changed
-
-
-def insert_rows(c: Cur, rows: Iterable[Mapping[str, Any]], table: str = TABLE) -> None:
-    """Write whole new rows to `table` in one statement (replay's batches; no links)."""
-    c.executemany(_insert_sql(table), map(_ROW_VALUES, rows))
-
-
-def insert_links(c: Cur, rows: Iterable[Mapping[str, Any]]) -> None:
-    """Record the parent of each new row that has one (as `apply_change` does for an insert)."""
-    links = [(r["parent_id"], r["id"], r["seq"]) for r in rows if r["parent_id"] is not None]
-    if links:
-        c.executemany(_LINK, links)

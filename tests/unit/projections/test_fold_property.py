@@ -13,7 +13,10 @@ import contextlib
 import itertools
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,6 +30,7 @@ from schedlog.events import (
 )
 from schedlog.events.values import TERMINAL_STATES
 from schedlog.projections.rows import (
+    Change,
     apply_to_rows,
     change_for,
     merge_changes,
@@ -35,7 +39,7 @@ from schedlog.projections.rows import (
 )
 from schedlog.projections.schema import COUNTS, TABLE, view_ddl
 from schedlog.projections.sql import Cur, Dialect
-from schedlog.projections.view import apply_changes, move_counts
+from schedlog.projections.writes import apply_changes, move_counts
 
 T0 = 1_800_000_000_000
 SETTINGS = settings(
@@ -73,6 +77,32 @@ def _apply(job: ScheduledFunction, step: Step, now: int) -> None:
             job.complete(Outcome.SUCCESS, at_ms=now)
         case "failed":
             job.complete(Outcome.FAILED, at_ms=now, error=f"boom at {now}")
+
+
+def _scripted(kind: FunctionKind, script: list[Step], args: list[Any] | None = None) -> list[Any]:
+    """Return the events of a job put through `script` (refused commands append nothing)."""
+    job = ScheduledFunction.schedule(
+        name="m:f", kind=kind, args=args or [], kwargs={}, scheduled_time_ms=T0, creation_time_ms=T0
+    )
+    now = T0
+    for step in script:
+        now += step.gap_ms
+        with contextlib.suppress(InvalidTransitionError):
+            _apply(job, step, now)
+    return list(job.collect_events())
+
+
+def _changes(log: list[Any]) -> list[Change]:
+    changes = [change_for(e, seq) for seq, e in enumerate(log, start=1)]
+    assert None not in changes  # every event here is a job's
+    return [c for c in changes if c is not None]
+
+
+def _saves(changes: list[Change], cuts: list[int]) -> Iterator[list[Change]]:
+    """Cut the changes into saves at `cuts`; merge within each save, as the recorder does."""
+    bounds = sorted({0, len(changes), *(c for c in cuts if c < len(changes))})
+    for lo, hi in itertools.pairwise(bounds):
+        yield merge_changes(changes[lo:hi])
 
 
 def _fold(events: list[Any]) -> dict[str, dict[str, Any]]:
@@ -210,26 +240,14 @@ def test_merged_changes_fold_to_the_same_row(
     kind: FunctionKind, script: list[Step], cuts: list[int]
 ) -> None:
     """Merging a save's changes of one job (one statement) leaves the row as applying each."""
-    job = ScheduledFunction.schedule(
-        name="m:f", kind=kind, args=[], kwargs={}, scheduled_time_ms=T0, creation_time_ms=T0
-    )
-    now = T0
-    for step in script:
-        now += step.gap_ms
-        with contextlib.suppress(InvalidTransitionError):
-            _apply(job, step, now)
-    log = list(job.collect_events())
-    changes = [change_for(e, seq) for seq, e in enumerate(log, start=1)]
+    changes = _changes(_scripted(kind, script))
     expected: dict[str, dict[str, Any]] = {}
     for change in changes:
-        assert change is not None
         apply_to_rows(expected, change)
-    # Cut the log into saves at random points; merge within each save, as the recorder does.
-    bounds = sorted({0, len(changes), *(c for c in cuts if c < len(changes))})
     merged_rows: dict[str, dict[str, Any]] = {}
     statements = 0
-    for lo, hi in itertools.pairwise(bounds):
-        for change in merge_changes([c for c in changes[lo:hi] if c is not None]):
+    for save in _saves(changes, cuts):
+        for change in save:
             apply_to_rows(merged_rows, change)
             statements += 1
     assert merged_rows == expected
@@ -242,25 +260,15 @@ def test_state_after_tells_the_counts_what_each_change_does(
     kind: FunctionKind, script: list[Step], cuts: list[int]
 ) -> None:
     """The writer moves the counts by `state_after`: it must agree with the row, change by change."""
-    job = ScheduledFunction.schedule(
-        name="m:f", kind=kind, args=[], kwargs={}, scheduled_time_ms=T0, creation_time_ms=T0
-    )
-    now = T0
-    for step in script:
-        now += step.gap_ms
-        with contextlib.suppress(InvalidTransitionError):
-            _apply(job, step, now)
-    changes = [change_for(e, seq) for seq, e in enumerate(job.collect_events(), start=1)]
-    bounds = sorted({0, len(changes), *(c for c in cuts if c < len(changes))})
+    changes = _changes(_scripted(kind, script))
     rows: dict[str, dict[str, Any]] = {}
     predicted: str | None = None
-    for lo, hi in itertools.pairwise(bounds):
-        for change in merge_changes([c for c in changes[lo:hi] if c is not None]):
+    for save in _saves(changes, cuts):
+        for change in save:
             predicted = state_after(predicted, change)
             apply_to_rows(rows, change)
-            assert predicted == rows[job.job_id]["state"]
+            assert predicted == rows[change.job_id]["state"]
     last = changes[-1]
-    assert last is not None
     if not last.insert:
         assert state_after(None, last) is None  # no row to update: no count moves
 
@@ -277,26 +285,17 @@ def test_the_writer_keeps_counts_equal_to_the_rows(
     real SQLite view: the counts by state equal the rows' states after every save (S27)."""
     log: list[Any] = []
     for n, (kind, script) in enumerate(scripts):
-        job = ScheduledFunction.schedule(
-            name="m:f", kind=kind, args=[n], kwargs={}, scheduled_time_ms=T0, creation_time_ms=T0
-        )
-        now = T0
-        for step in script:
-            now += step.gap_ms
-            with contextlib.suppress(InvalidTransitionError):
-                _apply(job, step, now)
-        events = job.collect_events()
+        events = _scripted(kind, script, args=[n])
         log = [*log[: len(log) // 2], *events[:1], *log[len(log) // 2 :], *events[1:]]
-    changes = [change_for(e, seq) for seq, e in enumerate(log, start=1)]
+    changes = _changes(log)
     conn = sqlite3.connect(":memory:", isolation_level=None)
     conn.row_factory = sqlite3.Row
     for statement in view_ddl(Dialect.SQLITE):
         conn.execute(statement)
     cur = Cur(conn.cursor(), Dialect.SQLITE)
-    bounds = sorted({0, len(changes), *(c for c in cuts if c < len(changes))})
-    for lo, hi in itertools.pairwise(bounds):
+    for save in _saves(changes, cuts):
         counts: dict[str, int] = {}
-        apply_changes(cur, merge_changes([c for c in changes[lo:hi] if c is not None]), counts)
+        apply_changes(cur, save, counts)
         move_counts(cur, counts)
         by_rows = dict(
             conn.execute(f"SELECT state, COUNT(*) FROM {TABLE} GROUP BY state").fetchall()
