@@ -68,6 +68,7 @@ _SET_POSITION = (
     f"INSERT INTO {POSITION} (view, position) VALUES (?, ?) "  # noqa: S608
     "ON CONFLICT (view) DO UPDATE SET position = excluded.position"
 )
+_CREATE_TRIES = 3
 FAST_BUSY_MS = 1
 """How long one attempt of a group commit waits in SQLite for another process's write lock."""
 
@@ -316,6 +317,22 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
                 Literal(f"schedlog-ddl:{schema}")
             ),
         )
+
+    def create_table(self) -> None:
+        """Create the tables; nodes opening a fresh schema at once may race on the library's type.
+
+        The library creates its composite type in a transaction of its own and skips only
+        DuplicateObject; a node that loses the race gets a unique violation instead. Tried
+        again, the type exists and is skipped (the tables' DDL is under the advisory lock).
+        """
+        for attempt in range(_CREATE_TRIES):
+            try:
+                super().create_table()
+            except (IntegrityError, psycopg.errors.UniqueViolation):
+                if attempt == _CREATE_TRIES - 1:
+                    raise
+            else:
+                return
 
     @property
     def db(self) -> Db:

@@ -328,9 +328,16 @@ def open_store(config: StoreConfig) -> tuple[JobStore, ScheduledFunctions]:
     recorder = store.view_recorder
     recorder.decode = store.mapper.to_domain_event
     with recorder.db.transaction(commit=True) as c:
+        if config.postgres is not None:  # nodes opening a fresh schema at once: one creates
+            c.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (_ddl_lock(config),))
         c.execute(_NODES_DDL)
     recorder.catch_up()
     return store, ScheduledFunctions(recorder.db)
+
+
+def _ddl_lock(config: StoreConfig) -> str:
+    """Return the advisory lock's key under which a PostgreSQL schema's tables are created."""
+    return f"schedlog-ddl:{(config.postgres or {}).get('POSTGRES_SCHEMA', 'public')}"
 
 
 def _connect(settings: dict[str, str]) -> Any:
@@ -358,7 +365,7 @@ def _create_schema(config: StoreConfig) -> None:
         schema = settings["POSTGRES_SCHEMA"]
         with _connect(settings) as conn, conn.transaction():
             # Nodes starting together would race on the catalog; the first creates, the rest wait.
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"schedlog-ddl:{schema}",))
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_ddl_lock(config),))
             conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     except psycopg.Error as e:
         raise StoreError(f"cannot open store {config.safe_url!r}: {e}") from e
