@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BackingOff",
-    "JobFinished",
+    "JobsFinished",
     "JobsScheduled",
     "LogAdvanced",
     "RunJob",
@@ -52,33 +52,33 @@ class LogAdvanced:
 
 @dataclass(frozen=True, slots=True)
 class RunJob:
-    """An executor should run this job now."""
+    """An executor should run these jobs now, one after another (more than one: a backlog)."""
 
-    job_id: str
+    job_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class JobFinished:
-    """A job's attempt is over; `retry` is set if the job must run again later.
+class JobsFinished:
+    """Jobs' attempts are over; each `(job_id, retry)` has `retry` set if it must run again.
 
-    `executor` is the executor that ran it, now free, or None when the attempt ended in a
-    commit thread (the executor said `SlotFree` when the function returned).
+    `executor` is the executor that ran them, now free, or None when the attempts ended in a
+    commit thread (the executor said `SlotFree` when their functions returned). `returned`
+    jobs of its batch were not started: they go back in the queue as they were.
     """
 
-    job_id: str
+    finished: tuple[tuple[str, DueJob | None], ...]
     executor: pykka.ActorRef[Any] | None
-    retry: DueJob | None = None
+    returned: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class SlotFree:
-    """An executor's function returned: it may run the next job while `job_id` commits.
+    """An executor's functions returned: it may run the next jobs while theirs commit.
 
-    The job still counts as running (for `Settle`, and so it is not started twice) until its
-    `JobFinished` arrives.
+    The jobs still count as running (for `Settle`, and so they are not started twice) until
+    their `JobsFinished` arrives.
     """
 
-    job_id: str
     executor: pykka.ActorRef[Any]
 
 

@@ -12,18 +12,14 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 import pykka
 
-from schedlog.actors.executor import (
-    DEFAULT_LEASE_MS,
-    CommitPool,
-    ExecutorActor,
-    Invocation,
-    JobRunner,
-    describe_error,
-)
+from schedlog.actors.batch import BatchRunner
+from schedlog.actors.commits import CommitPool
+from schedlog.actors.executor import ExecutorActor
 from schedlog.actors.follower import LogWatcher
 from schedlog.actors.messages import BackingOff, JobsScheduled, Settle, StopDispatching
 from schedlog.actors.node import make_node_id
 from schedlog.actors.recovery import RecoverNow, RecoveryActor
+from schedlog.actors.runner import DEFAULT_LEASE_MS, Invocation, describe_error
 from schedlog.actors.timer import Spread, TimerActor
 from schedlog.audit import DEFAULT_RETENTION_MS, Audit
 from schedlog.clock import Clock, SystemClock
@@ -136,7 +132,7 @@ class App(Audit):
         self.registry = Registry()
         self.scheduler = AppScheduler(self)
         self._commits = CommitPool(min(max_concurrency, MAX_COMMIT_THREADS))
-        self._runner = JobRunner(self, commits=self._commits)
+        self._runner = BatchRunner(self, commits=self._commits)
         self._lock = threading.Lock()
         self._timer: pykka.ActorRef[Any] | None = None
         self._executors: list[pykka.ActorRef[Any]] = []

@@ -73,34 +73,40 @@ def test_a_canceled_action_cut_off_stays_canceled(clock: FakeClock, store_url: s
 def test_a_live_nodes_running_action_is_never_recovered_by_another_s19(
     clock: FakeClock, store_url: str
 ) -> None:
-    worker = App(store=store_url, clock=clock, lease_ms=LEASE_MS)
-    other = make_app(store_url, clock)
+    # Both nodes can run it (on PostgreSQL either may own the job); whichever does, the
+    # other's recovery must leave it alone while the runner heartbeats.
+    nodes = [App(store=store_url, clock=clock, lease_ms=LEASE_MS) for _ in range(2)]
     started = threading.Event()
     release = threading.Event()
 
-    @worker.action(name="io:send")
     def long_send(ctx) -> None:
+        del ctx
         started.set()
         release.wait(WAIT_S)
 
+    for node in nodes:
+        node.action(name="io:send")(long_send)
     try:
-        worker.start()
-        other.start()
-        job = worker.scheduler.run_after(0, long_send)
+        for node in nodes:
+            node.start()
+        job = nodes[0].scheduler.run_after(0, "io:send")
         assert started.wait(WAIT_S)
-        for _ in range(5):  # far past the first lease, with the worker heartbeating
+        runner_id = nodes[0].history(job)[1]["node_id"]
+        other = next(node for node in nodes if node.node_id != runner_id)
+        for _ in range(5):  # far past the first lease, with the runner heartbeating
             clock.advance(LEASE_MS)
-            worker._recovery.ask(RecoverNow(), timeout=WAIT_S)
+            other._recovery.ask(RecoverNow(), timeout=WAIT_S)
             other.wait_until_idle()
             assert state(other, job) == "inProgress"
         release.set()
-        worker.wait_until_idle()
-        assert state(worker, job) == "success"
-        assert types(worker, job) == ["Scheduled", "Started", "Completed"]
+        for node in nodes:
+            node.wait_until_idle()
+        assert state(other, job) == "success"
+        assert types(other, job) == ["Scheduled", "Started", "Completed"]
     finally:
         release.set()
-        other.close()
-        worker.close()
+        for node in reversed(nodes):
+            node.close()
 
 
 def test_a_node_that_stops_cleanly_forgets_its_heartbeat(clock: FakeClock, store_url: str) -> None:

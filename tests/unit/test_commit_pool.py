@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from schedlog.actors.executor import CommitPool
+from schedlog.actors.commits import CommitPool
 from schedlog.projections.queries import DueJob
 
 

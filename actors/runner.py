@@ -1,0 +1,321 @@
+"""JobRunner: one job's attempt, claim to commit, with retries and backoff (runtime).
+
+Store errors are sorted by `retry.classify`: a conflict or a transient error is retried after a
+backoff (S15), a permanent one fails the job (S16); an accepted job is never dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from schedlog.actors.retry import Fault, backoff_ms, classify
+from schedlog.events import ConflictError, FunctionKind, JobState, Outcome, ScheduledFunction
+from schedlog.projections.queries import DueJob
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from concurrent.futures import Future
+
+    from schedlog.actors.commits import CommitPool
+    from schedlog.actors.ports import Clock
+
+__all__ = [
+    "DEFAULT_LEASE_MS",
+    "ExecutionHost",
+    "Invocation",
+    "JobRunner",
+    "completed_event",
+    "describe_error",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEASE_MS = 30_000
+"""How long an action's claim lasts unless its node is seen alive (S19)."""
+
+
+def describe_error(error: BaseException) -> str:
+    """Return the message, then the traceback, as `state.error` carries it (S1)."""
+    message = "".join(traceback.format_exception_only(error)).strip()
+    return f"{message}\n\n{''.join(traceback.format_exception(error)).rstrip()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """What running a user function produced: its error, or the writes it staged (mutations)."""
+
+    error: str | None
+    staged: Sequence[Any] = ()
+
+
+class _Next(enum.Enum):
+    """What follows one try at saving an action's outcome."""
+
+    DONE = "done"  # saved, or cannot ever be
+    AGAIN = "again"  # a conflict: read the job again now
+    WAIT = "wait"  # the store is unavailable: back off first
+
+
+def completed_event(job: ScheduledFunction) -> ScheduledFunction.Completed:
+    """Return the `Completed` event the job has just triggered (not saved yet)."""
+    completed = job.pending_events[-1]
+    assert isinstance(completed, ScheduledFunction.Completed)  # noqa: S101
+    return completed
+
+
+class ExecutionHost(Protocol):
+    """What the runner needs from the App: the store, the registry and the contexts."""
+
+    clock: Clock
+    node_id: str
+    lease_ms: int
+
+    def load_job(self, job_id: str) -> ScheduledFunction | None:
+        """Return the job's aggregate, freshly read, or None if it does not exist."""
+
+    def save(self, *objs: Any) -> None:
+        """Save aggregates atomically and tell the timer of new pending jobs.
+
+        Raises `ConflictError` on a version conflict and `StoreError` on other store errors.
+        """
+
+    def kind_of(self, name: str) -> FunctionKind | None:
+        """Return how the function registered as `name` runs, or None if it is not registered."""
+
+    def invoke(self, job: ScheduledFunction, now_ms: int) -> Invocation:
+        """Run the job's function with a fresh context; never raises for the function's errors."""
+
+    def backing_off(self, job_id: str, until_ms: int) -> None:
+        """Tell the timer that `job_id`'s executor waits for the store until `until_ms`."""
+
+
+class JobRunner:
+    """Runs one job to the end of one attempt on behalf of an executor.
+
+    The function runs on the executor's thread; the attempt's last save (a mutation's commit,
+    an action's outcome) is handed to `commits`, and `run` returns its future: the executor is
+    free for the next job while the disk syncs, and concurrent commits share one transaction.
+    Without `commits` (tests of the runner alone) every save happens inline.
+    """
+
+    def __init__(
+        self,
+        host: ExecutionHost,
+        rng: random.Random | None = None,
+        commits: CommitPool | None = None,
+    ) -> None:
+        self._host = host
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
+        self._commits = commits
+        self.closing = threading.Event()
+
+    def _finish(self, commit: Callable[[], DueJob | None]) -> DueJob | Future[DueJob | None] | None:
+        return commit() if self._commits is None else self._commits.submit(commit)
+
+    def run(self, job_id: str) -> DueJob | Future[DueJob | None] | None:
+        """Run `job_id` if it is pending and due; return when to try it again, if it must be.
+
+        A future stands for that answer while the attempt's last save is under way.
+        """
+        job = self._host.load_job(job_id)
+        if job is None or job.state is not JobState.PENDING:
+            return None  # finished, canceled or claimed meanwhile
+        if job.next_run_ms > self._host.clock.now_ms():
+            return DueJob(job.next_run_ms, 0, job_id)  # a stale entry: a retry moved it later
+        # S8: looked up again when it runs; `invoke` fails a function no longer registered.
+        kind = self._host.kind_of(job.name) or job.kind
+        if kind is FunctionKind.MUTATION:
+            return self._run_mutation(job)
+        return self._run_action(job)
+
+    def later(self, job_id: str, fault: Fault, attempt: int) -> DueJob:
+        """Return when to try `job_id` again after a `fault` (used when nothing could be saved)."""
+        delay = backoff_ms(fault, attempt, self._rng)
+        return DueJob(self._host.clock.now_ms() + delay, 0, job_id)
+
+    def _run_mutation(self, job: ScheduledFunction) -> DueJob | Future[DueJob | None] | None:
+        attempt = self._attempt_mutation(job)
+        return self._finish(lambda: self._commit_mutation(*attempt))
+
+    def _attempt_mutation(
+        self, job: ScheduledFunction
+    ) -> tuple[ScheduledFunction, tuple[Any, ...], int]:
+        """Run a mutation's function; return the job and what its commit saves, and when."""
+        # 1. Run the function against a context that only stages its writes.
+        started = self._host.clock.now_ms()
+        result = self._host.invoke(job, started)
+        # 2. One atomic save: the staged writes, Started, Completed and the children (S14);
+        #    a failure keeps nothing the function staged (S16). The job's version is the claim.
+        job.start(self._host.node_id, started)
+        finished = self._host.clock.now_ms()
+        if result.error is None:
+            job.complete(Outcome.SUCCESS, finished)
+            return job, (job, *result.staged), started
+        job.complete(Outcome.FAILED, finished, result.error)
+        return job, (job,), started
+
+    def _commit_mutation(
+        self, job: ScheduledFunction, objs: tuple[Any, ...], started: int
+    ) -> DueJob | None:
+        try:
+            self._host.save(*objs)
+        except Exception as error:
+            fault = classify(error)
+            if fault is Fault.PERMANENT:
+                # 3a. The commit itself cannot succeed (say, an aggregate whose event cannot
+                #     be encoded): the mutation fails with that error, its writes dropped (S16).
+                return self._fail_alone(job.job_id, started, error)
+            # 3b. A cancel, another node, a concurrent write to an aggregate it read, or a
+            #     store that is unavailable for now: retry unless no longer pending (S15).
+            return self._retry(job.job_id, error, fault)
+        return None
+
+    def _fail_alone(self, job_id: str, started: int, error: BaseException) -> DueJob | None:
+        log.error("job %s: its commit failed for good", job_id, exc_info=error)
+        while True:
+            job = self._host.load_job(job_id)
+            if job is None or job.state is not JobState.PENDING:
+                return None
+            job.start(self._host.node_id, started)
+            job.complete(Outcome.FAILED, self._host.clock.now_ms(), describe_error(error))
+            try:
+                self._host.save(job)
+            except ConflictError:
+                continue
+            except Exception as again:
+                if classify(again) is Fault.TRANSIENT:
+                    return self.later(job_id, Fault.TRANSIENT, job.attempt)
+                log.exception("job %s: cannot record its failure", job_id)
+                return None
+            return None
+
+    def _retry(self, job_id: str, error: BaseException, fault: Fault) -> DueJob | None:
+        while True:
+            job = self._host.load_job(job_id)
+            if job is None or job.state is not JobState.PENDING:
+                return None  # another node committed it, or a cancel landed (S15, S22)
+            now = self._host.clock.now_ms()
+            next_run = now + backoff_ms(fault, job.attempt, self._rng)
+            job.retry(at_ms=now, error=describe_error(error), next_run_ms=next_run)
+            try:
+                self._host.save(job)
+            except ConflictError:
+                continue  # the job itself changed; look again
+            except Exception:
+                log.warning("job %s: cannot record the retry; retrying anyway", job_id)
+            log.info("job %s: %s; retry at %d", job_id, fault.value, next_run)
+            return DueJob(next_run, 0, job_id)
+
+    def _run_action(self, job: ScheduledFunction) -> DueJob | Future[DueJob | None] | None:
+        # 1. Claim: Started, with this node and a lease, is saved before the function runs
+        #    (S17). A lost claim means another node started it or a cancel landed.
+        claimed, retry = self._claim(job)
+        if not claimed:
+            return retry
+        # 2. Run; its scheduling calls and run_mutation calls take effect at once (S18).
+        self._act(job)
+        # 3. Record the outcome; after a cancel it is kept for the audit only (S21).
+        return self._finish(lambda: self._save_outcome(job))
+
+    def _claim(self, job: ScheduledFunction) -> tuple[bool, DueJob | None]:
+        """Save the action's `Started`; if lost, also say when to look at it again (or None)."""
+        now = self._host.clock.now_ms()
+        job.start(self._host.node_id, now, now + self._host.lease_ms)
+        try:
+            self._host.save(job)
+        except ConflictError:
+            return False, None
+        except Exception as error:
+            fault = classify(error)
+            if fault is Fault.PERMANENT:
+                raise
+            return False, self.later(job.job_id, fault, job.attempt)  # not run: claim it later
+        return True, None
+
+    def _act(self, job: ScheduledFunction) -> None:
+        """Run a claimed action (from its claim's time) and leave its `Completed` pending."""
+        started = job.started_at_ms if job.started_at_ms is not None else self._host.clock.now_ms()
+        result = self._host.invoke(job, started)
+        outcome = Outcome.SUCCESS if result.error is None else Outcome.FAILED
+        job.complete(outcome, self._host.clock.now_ms(), result.error)
+
+    def _save_outcome(self, job: ScheduledFunction) -> None:
+        """Save an action's completion, through cancels and store outages, until it lands."""
+        self._record_outcome(job.job_id, job, completed_event(job))
+
+    def _record_outcome(
+        self,
+        job_id: str,
+        job: ScheduledFunction | None,
+        completed: ScheduledFunction.Completed,
+    ) -> None:
+        """Save `completed` with `job` (None: on a fresh read of it) until it lands.
+
+        A failed save has taken the aggregate's pending events, so every new try reads the
+        job again and completes it anew, unless it ended meanwhile.
+        """
+        failures = 0
+        while True:
+            if job is None:
+                try:
+                    job = self._completed_again(job_id, completed)
+                except Exception:
+                    log.warning("job %s: cannot re-read it", job_id, exc_info=True)
+                else:
+                    if job is None:
+                        return  # it ended meanwhile
+            if job is not None:
+                step = self._save_completed(job)
+                if step is _Next.DONE:
+                    return
+                job = None
+                if step is _Next.AGAIN:
+                    continue  # a cancel landed, say: complete the fresh job at once
+            failures += 1
+            delay = backoff_ms(Fault.TRANSIENT, failures, self._rng)
+            log.warning("job %s: cannot save its outcome; again in %d ms", job_id, delay)
+            if not self._pause(job_id, delay):
+                return
+
+    def _save_completed(self, job: ScheduledFunction) -> _Next:
+        """Try to save a completed action once; say what to do next."""
+        try:
+            self._host.save(job)
+        except ConflictError:
+            return _Next.AGAIN
+        except Exception as error:
+            if classify(error) is Fault.TRANSIENT:
+                return _Next.WAIT
+            log.exception("job %s: its outcome cannot be saved", job.job_id)
+            return _Next.DONE  # left in progress: recovery fails it once its lease runs out
+        return _Next.DONE
+
+    def _completed_again(
+        self, job_id: str, completed: ScheduledFunction.Completed
+    ) -> ScheduledFunction | None:
+        """Read the job and complete it as `completed` says; None if nothing is left to record."""
+        job = self._host.load_job(job_id)
+        if job is None or job.state not in (JobState.IN_PROGRESS, JobState.CANCELED):
+            return None
+        if job.state is JobState.CANCELED and job.outcome is not None:
+            return None
+        job.complete(Outcome(completed.outcome), completed.at_ms, completed.error)
+        return job
+
+    def _pause(self, job_id: str, ms: int) -> bool:
+        """Wait `ms` on the injected clock; False if the runtime is closing meanwhile."""
+        woken = threading.Event()
+        until = self._host.clock.now_ms() + ms
+        self._host.backing_off(job_id, until)
+        wakeup = self._host.clock.wake_at(until, woken.set)
+        while not woken.wait(0.1):
+            if self.closing.is_set():
+                wakeup.cancel()
+                return False
+        return True

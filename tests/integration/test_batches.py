@@ -1,0 +1,198 @@
+"""A backlog runs in batches: one executor takes several due jobs and shares their saves.
+
+Mutations of a batch commit in one save (S14 still holds for each: a save that fails is retried
+one mutation at a time); each action's claim shares a save with the outcome of the action
+before it, so no more actions are `inProgress` than are running (S13, S17).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from schedlog import App
+from schedlog.actors.batch import BATCH_BUDGET_MS, Batch
+from schedlog.testing import FakeClock
+from tests.integration.helpers import Account, balance, state, types
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+T0 = 1_800_000_000_000
+JOBS = 24
+
+
+def _spy_saves(app: App) -> list[list[str]]:
+    """Record the event types of every save the runtime makes (the App's `save`)."""
+    saves: list[list[str]] = []
+    save = app.save
+
+    def spied(*objs: Any) -> None:
+        saves.append([type(e).__name__ for o in objs for e in getattr(o, "pending_events", ())])
+        save(*objs)
+
+    app.save = spied  # type: ignore[method-assign]
+    return saves
+
+
+def _spy_batches(app: App) -> list[Batch]:
+    batches: list[Batch] = []
+    run_batch = app._runner.run_batch
+
+    def spied(job_ids: Sequence[str]) -> Batch:
+        batch = run_batch(job_ids)
+        batches.append(batch)
+        return batch
+
+    app._runner.run_batch = spied  # type: ignore[method-assign]
+    return batches
+
+
+def test_a_backlog_of_mutations_commits_in_batches_each_once_s14(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=2)
+    ran: list[int] = []
+
+    @app.mutation(name="acct:deposit")
+    def deposit(ctx, account_id: str, index: int) -> None:
+        account: Any = ctx.repository.get(UUID(account_id))
+        account.deposit(1)
+        ctx.save(account)
+        ran.append(index)
+
+    try:
+        accounts = [Account(f"owner{i}") for i in range(JOBS)]
+        app.save(*accounts)
+        jobs = [app.scheduler.run_after(0, deposit, str(a.id), i) for i, a in enumerate(accounts)]
+        saves = _spy_saves(app)
+        batches = _spy_batches(app)
+        app.start()
+        app.wait_until_idle()
+        assert sorted(ran) == list(range(JOBS))  # every function ran once: no conflict
+        assert all(state(app, j) == "success" for j in jobs)
+        assert all(balance(app, a.id) == 1 for a in accounts)
+        assert all(types(app, j) == ["Scheduled", "Started", "Completed"] for j in jobs)
+        assert batches, "a backlog larger than the executors is started in batches"
+        commits = [s for s in saves if "Completed" in s]
+        assert len(commits) < JOBS  # several mutations' commits shared a save
+        assert max(s.count("Completed") for s in commits) > 1
+    finally:
+        app.close()
+
+
+def test_a_mutation_whose_batch_conflicts_is_retried_alone_s14_s22(
+    clock: FakeClock, store_url: str
+) -> None:
+    # One batch of two: the first cancels the second, which has run its function meanwhile.
+    # Their shared commit conflicts; alone, the first commits and the second never does.
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    account = Account("owner")
+    ran: list[str] = []
+
+    @app.mutation(name="acct:deposit")
+    def deposit(ctx, account_id: str) -> None:
+        got: Any = ctx.repository.get(UUID(account_id))
+        got.deposit(5)
+        ctx.save(got)
+        ran.append("deposit")
+
+    @app.mutation(name="jobs:cancel")
+    def cancel(ctx, job_id: str) -> None:
+        ctx.scheduler.cancel(job_id)
+        ran.append("cancel")
+
+    try:
+        app.save(account)
+        victim = app.scheduler.run_after(200, deposit, str(account.id))
+        canceler = app.scheduler.run_after(100, cancel, victim)
+        batches = _spy_batches(app)
+        app.start()
+        clock.advance(300)  # both due at once: one executor takes both
+        app.wait_until_idle()
+        assert [len(b.decided) + len(b.committing) for b in batches] == [2]
+        assert state(app, canceler) == "success"
+        assert state(app, victim) == "canceled"  # S22: the cancel landed first
+        assert types(app, victim) == ["Scheduled", "Canceled"]
+        assert balance(app, account.id) == 0  # its staged deposit was never committed
+        assert ran == ["cancel", "deposit", "cancel"]  # the batch's attempt, then alone
+    finally:
+        app.close()
+
+
+def test_actions_in_a_batch_are_claimed_one_at_a_time_s13_s17(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    in_progress: list[int] = []
+
+    @app.action(name="jobs:look")
+    def look(ctx) -> None:
+        del ctx
+        in_progress.append(app.stats().counts["inProgress"])
+
+    try:
+        jobs = [app.scheduler.run_after(0, look) for _ in range(JOBS)]
+        saves = _spy_saves(app)
+        app.start()
+        app.wait_until_idle()
+        assert all(state(app, j) == "success" for j in jobs)
+        assert in_progress == [1] * JOBS  # only the running action is claimed
+        claims = [s for s in saves if "Started" in s]
+        assert all(s.count("Started") == 1 for s in claims)
+        # Each claim after the first carries the outcome of the action before it.
+        assert sum(s == ["Completed", "Started"] for s in saves) >= JOBS // 2
+        assert len(saves) < 2 * JOBS
+    finally:
+        app.close()
+
+
+def test_a_batch_that_runs_out_of_time_returns_the_rest_untouched_s13(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    order: list[int] = []
+
+    @app.mutation(name="jobs:slow")
+    def slow(ctx, index: int) -> None:
+        del ctx
+        order.append(index)
+        if index == 0:
+            clock.advance(BATCH_BUDGET_MS + 1)  # the first job uses up the batch's time
+
+    try:
+        jobs = [app.scheduler.run_after(0, slow, i) for i in range(6)]
+        batches = _spy_batches(app)
+        app.start()
+        app.wait_until_idle()
+        assert order == list(range(6))  # each once, still in due order
+        assert all(state(app, j) == "success" for j in jobs)
+        assert batches[0].returned == tuple(jobs[1:])
+        assert all(types(app, j) == ["Scheduled", "Started", "Completed"] for j in jobs)
+    finally:
+        app.close()
+
+
+def test_a_stop_during_a_batch_leaves_the_jobs_not_started_pending(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    started = threading.Event()
+
+    @app.action(name="jobs:block")
+    def block(ctx, index: int) -> None:
+        del ctx
+        if index == 0:
+            started.set()
+            app._runner.closing.wait(10)  # runs until the stop begins
+
+    try:
+        jobs = [app.scheduler.run_after(0, block, i) for i in range(4)]
+        app.start()
+        assert started.wait(10)
+        app.stop()  # graceful: the running action ends, the batch starts nothing more
+        assert state(app, jobs[0]) == "success"
+        assert [state(app, j) for j in jobs[1:]] == ["pending"] * 3
+    finally:
+        app.close()
