@@ -1,8 +1,8 @@
 """BatchRunner: a backlog's jobs run one after another in one executor, sharing saves (runtime).
 
 When more jobs are due than executors are idle, the timer hands each executor several (S13).
-Mutations of a batch commit in one save; if it fails (a conflict, say), each is run and
-committed again on its own, since nothing of the batch was kept (S14, S22). Each action's claim
+Mutations of a batch commit in one save; if it fails (a conflict, say), each one's commit is
+tried on its own, as a lone attempt's would be (S14, S15, S22). Each action's claim
 shares a save with the outcome of the action before it, so only the running action is
 `inProgress` (S17). A batch that runs out of time hands its jobs not started back.
 """
@@ -51,84 +51,45 @@ class BatchRunner(JobRunner):
     """A `JobRunner` that also runs batches."""
 
     def run_batch(self, job_ids: Sequence[str]) -> Batch:
-        """Run several due jobs in turn; their claims and commits share saves.
+        """Run several due jobs in turn, read in one query; their claims and commits share saves.
 
-        Mutations commit together at the end (a save that fails, say on a conflict, is
-        retried one mutation at a time, each run again: nothing of the batch was kept).
+        Mutations commit together at the end (if that save fails, say on a conflict, each
+        mutation's commit is tried alone).
         Each action's claim shares a save with the outcome of the action before it. Jobs not
         started within `BATCH_BUDGET_MS`, or once the runtime is closing, are `returned` to the
         timer untouched.
         """
-        begun = self._host.clock.now_ms()
+        host = self._host
+        begun = host.clock.now_ms()
+        jobs = host.load_jobs(job_ids)
         decided: dict[str, DueJob | None] = {}
         returned: list[str] = []
-        mutations, actions = self._due_of(job_ids, begun, decided)
         attempts = []
-        for job in mutations:
-            if self._batch_over(begun):
-                returned.append(job.job_id)
-            else:
+        previous: ScheduledFunction | None = None  # the last action run, its outcome unsaved
+        for job_id in job_ids:
+            job = jobs.get(job_id)
+            if job is None or job.state is not JobState.PENDING:
+                decided[job_id] = None
+            elif job.next_run_ms > begun:
+                decided[job_id] = DueJob(job.next_run_ms, 0, job_id)
+            elif self.closing.is_set() or host.clock.now_ms() - begun > BATCH_BUDGET_MS:
+                returned.append(job_id)
+            elif (host.kind_of(job.name) or job.kind) is FunctionKind.MUTATION:
                 attempts.append(self._attempt_mutation(job))
-        last = self._act_in_turn(actions, begun, decided, returned)
-        if not attempts and last is None:
+            else:
+                claimed = self._claim_after(job, previous, decided)
+                if claimed is not None:
+                    self._act(claimed)
+                previous = claimed
+        if not attempts and previous is None:
             return Batch(decided, tuple(returned))
         committing = tuple(job.job_id for job, _, _ in attempts)
-        if last is not None:
-            committing += (last.job_id,)
-        final = functools.partial(self._commit_batch, attempts, last)
+        if previous is not None:
+            committing += (previous.job_id,)
+        final = functools.partial(self._commit_batch, attempts, previous)
         if self._commits is None:
             return Batch({**decided, **final()}, tuple(returned))
         return Batch(decided, tuple(returned), self._commits.submit(final), committing)
-
-    def _due_of(
-        self, job_ids: Sequence[str], now: int, decided: dict[str, DueJob | None]
-    ) -> tuple[list[ScheduledFunction], list[ScheduledFunction]]:
-        """Read the jobs; return the mutations and the actions due to run (the rest: `decided`)."""
-        mutations: list[ScheduledFunction] = []
-        actions: list[ScheduledFunction] = []
-        for job_id in job_ids:
-            try:
-                job = self._host.load_job(job_id)
-            except Exception as error:
-                log.warning("job %s: cannot read it; later", job_id, exc_info=error)
-                decided[job_id] = self.later(job_id, Fault.TRANSIENT, 1)
-                continue
-            if job is None or job.state is not JobState.PENDING:
-                decided[job_id] = None
-            elif job.next_run_ms > now:
-                decided[job_id] = DueJob(job.next_run_ms, 0, job_id)
-            elif (self._host.kind_of(job.name) or job.kind) is FunctionKind.MUTATION:
-                mutations.append(job)
-            else:
-                actions.append(job)
-        return mutations, actions
-
-    def _batch_over(self, begun: int) -> bool:
-        return self.closing.is_set() or self._host.clock.now_ms() - begun > BATCH_BUDGET_MS
-
-    def _act_in_turn(
-        self,
-        actions: list[ScheduledFunction],
-        begun: int,
-        decided: dict[str, DueJob | None],
-        returned: list[str],
-    ) -> ScheduledFunction | None:
-        """Claim and run the actions one after another; return the last, its outcome unsaved.
-
-        Each claim shares its save with the outcome of the action before it: one commit per
-        action, and never more than the running one claimed (`inProgress` means running, S17).
-        """
-        previous: ScheduledFunction | None = None
-        for job in actions:
-            if self._batch_over(begun):
-                returned.append(job.job_id)
-                continue
-            claimed = self._claim_after(job, previous, decided)
-            previous = None
-            if claimed is not None:
-                self._act(claimed)
-                previous = claimed
-        return previous
 
     def _claim_after(
         self,
@@ -176,28 +137,27 @@ class BatchRunner(JobRunner):
         attempts: list[tuple[ScheduledFunction, tuple[Any, ...], int]],
         last: ScheduledFunction | None,
     ) -> dict[str, DueJob | None]:
-        """Save the batch's mutations' commits, then its last action's outcome."""
+        """Save the batch's mutations' commits, then its last action's outcome.
+
+        If the shared save fails (a job canceled or run elsewhere meanwhile, two mutations
+        writing one aggregate), each mutation's commit is tried alone, as one attempt would
+        be: a job that moved on is dropped, a conflict retried with backoff (S15, S22).
+        """
         decided: dict[str, DueJob | None] = {}
         if attempts:
+            objs = [obj for _, staged, _ in attempts for obj in staged]
+            pending = [(obj, list(obj.pending_events)) for obj in objs]
             try:
-                self._host.save(*(obj for _, objs, _ in attempts for obj in objs))
+                self._host.save(*objs)
             except Exception as error:
                 log.debug("committing %d mutations together failed (%s)", len(attempts), error)
-                decided.update((job.job_id, self._alone(job.job_id)) for job, _, _ in attempts)
+                for obj, events in pending:  # the failed save took them
+                    obj.pending_events[:] = events
+                for job, staged, started in attempts:
+                    decided[job.job_id] = self._commit_mutation(job, staged, started)
             else:
                 decided.update((job.job_id, None) for job, _, _ in attempts)
         if last is not None:
             self._save_outcome(last)
             decided[last.job_id] = None
         return decided
-
-    def _alone(self, job_id: str) -> DueJob | None:
-        """Run a mutation of a batch that did not commit again, on its own (nothing was kept)."""
-        try:
-            job = self._host.load_job(job_id)
-        except Exception as error:
-            log.warning("job %s: cannot read it; later", job_id, exc_info=error)
-            return self.later(job_id, Fault.TRANSIENT, 1)
-        if job is None or job.state is not JobState.PENDING:
-            return None  # a cancel landed, or another node ran it (S22)
-        return self._commit_mutation(*self._attempt_mutation(job))

@@ -79,6 +79,9 @@ class ExecutionHost(Protocol):
     def load_job(self, job_id: str) -> ScheduledFunction | None:
         """Return the job's aggregate, freshly read, or None if it does not exist."""
 
+    def load_jobs(self, job_ids: Sequence[str]) -> dict[str, ScheduledFunction]:
+        """Return the jobs among `job_ids` that exist, freshly read (in one query)."""
+
     def save(self, *objs: Any) -> None:
         """Save aggregates atomically and tell the timer of new pending jobs.
 

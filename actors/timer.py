@@ -45,8 +45,11 @@ HORIZON_MS = 60_000
 WINDOW = 1_000
 """How many jobs one read of the index brings into the window at most."""
 BATCH = 32
-"""How many due jobs one executor takes at once when more are due than executors are idle:
+"""How many due jobs one executor takes at once when the timer is behind (see `BEHIND_MS`):
 their claims and commits then share transactions (a backlog drains several times faster)."""
+BEHIND_MS = 20
+"""How late the earliest due job must be before executors take batches: a job that has just
+come due starts alone, on the first free executor (a batch's jobs start one after another)."""
 _MAX_SEQ = 2**63 - 1
 READ_RETRY_MS = 250
 NODES_REFRESH_MS = 1_000
@@ -280,26 +283,26 @@ class TimerActor(RuntimeActor):
     def _dispatch(self, now: int) -> None:
         """Hand the due jobs, in start order, to the idle executors (S13).
 
-        Each executor takes one job, or a share of up to `BATCH` when more are due than
-        executors are idle, so a backlog is started in batches and no idle executor is skipped.
+        Each executor takes one job; when the timer is behind (a backlog) and at least twice
+        as many jobs are due as executors are idle, each takes an equal share of up to `BATCH`,
+        to run in turn.
         """
         heap, idle = self._heap, self._idle
-        due: list[str] = []
-        limit = len(idle) * BATCH
-        while idle and heap and heap[0].run_at <= now and len(due) < limit:
-            job = heapq.heappop(heap)
-            self._queued.discard(job.job_id)
-            self._running[job.job_id] = job
-            due.append(job.job_id)
-        if not due:
+        if not (idle and heap and heap[0].run_at <= now):
             return
-        executors = min(len(idle), len(due))
-        share, extra = divmod(len(due), executors)
-        first = 0
-        for k in range(executors):
-            size = share + (k < extra)
-            idle.pop().tell(RunJob(tuple(due[first : first + size])))
-            first += size
+        limit = len(idle) * (BATCH if heap[0].run_at <= now - BEHIND_MS else 1)
+        due: list[DueJob] = []
+        while heap and heap[0].run_at <= now and len(due) < limit:
+            due.append(heapq.heappop(heap))
+        share = max(1, len(due) // len(idle))
+        for job in due[share * len(idle) :]:  # more than an equal share: they wait their turn
+            heapq.heappush(heap, job)
+        for first in range(0, min(len(due), share * len(idle)), share):
+            batch = due[first : first + share]
+            for job in batch:
+                self._queued.discard(job.job_id)
+                self._running[job.job_id] = job
+            idle.pop().tell(RunJob(tuple(job.job_id for job in batch)))
 
     def _arm(self, now: int) -> None:
         if self._boundary is None:

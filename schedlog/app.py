@@ -39,7 +39,7 @@ from schedlog.registry import Registry
 from schedlog.store import ChangeListener, open_store, parse_store_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from types import TracebackType
     from uuid import UUID
 
@@ -205,6 +205,10 @@ class App(Audit):
     def load_job(self, job_id: str) -> ScheduledFunction | None:
         """Return the job's aggregate, freshly read."""
         return self.store.load_job(job_id)
+
+    def load_jobs(self, job_ids: Sequence[str]) -> dict[str, ScheduledFunction]:
+        """Return the jobs among `job_ids` that exist, freshly read in one query."""
+        return self.store.load_jobs(job_ids)
 
     def kind_of(self, name: str) -> FunctionKind | None:
         """Return how `name` runs, if registered."""

@@ -6,7 +6,9 @@ a private in-memory SQLite database, so the view is the same real table in every
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import itertools
 import logging
 import os
 import urllib.parse
@@ -17,15 +19,18 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import BaseAggregate
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
 from eventsourcing.utils import get_topic
 
 from schedlog.errors import ConfigurationError, ConflictError, StoreError
 from schedlog.events import ScheduledFunction
 from schedlog.projections.queries import DueJob, ScheduledFunctions
+from schedlog.projections.sql import Dialect
 from schedlog.projections.view import TABLE, VIEW_EVENTS, PgViewRecorder, ViewRecorder
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from schedlog.projections.sql import Db
 
 __all__ = ["DEFAULT_STORE", "JobStore", "StoreConfig", "open_store", "parse_store_url"]
@@ -225,6 +230,36 @@ class JobStore(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return job if isinstance(job, ScheduledFunction) else None
+
+    def load_jobs(self, job_ids: Sequence[str]) -> dict[str, ScheduledFunction]:
+        """Return the jobs among `job_ids` that exist, read in one query (a batch's jobs)."""
+        keys = []
+        for job_id in job_ids:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                keys.append(UUID(job_id))
+        if not keys:
+            return {}
+        sqlite = self.db.dialect is Dialect.SQLITE
+        marks = ", ".join("?" * len(keys))
+        with self.db.transaction(commit=False) as cur:
+            rows = cur.tuples(
+                "SELECT originator_id, originator_version, topic, state "  # noqa: S608
+                f"FROM {self.db.events_table} WHERE originator_id IN ({marks}) "
+                "ORDER BY originator_id, originator_version",
+                [k.hex if sqlite else k for k in keys],
+            )
+        jobs: dict[str, ScheduledFunction] = {}
+        for key, group in itertools.groupby(rows, key=lambda row: row[0]):
+            events = [
+                self.mapper.to_domain_event(
+                    StoredEvent(key if isinstance(key, UUID) else UUID(key), v, t, bytes(s))
+                )
+                for _, v, t, s in group
+            ]
+            job = _project(None, events)
+            if isinstance(job, ScheduledFunction):
+                jobs[job.job_id] = job
+        return jobs
 
     def jobs_since(self, position: int, limit: int = 1000) -> tuple[int, list[DueJob]]:
         """Return the jobs made due by events after `position` (any writer) and the new position."""

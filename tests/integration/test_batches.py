@@ -1,5 +1,8 @@
 """A backlog runs in batches: one executor takes several due jobs and shares their saves.
 
+Batches are taken only when the timer is behind (the earliest due job `BEHIND_MS` late), so
+these tests move the fake clock past the due time before starting the runtime.
+
 Mutations of a batch commit in one save (S14 still holds for each: a save that fails is retried
 one mutation at a time); each action's claim shares a save with the outcome of the action
 before it, so no more actions are `inProgress` than are running (S13, S17).
@@ -13,6 +16,7 @@ from uuid import UUID
 
 from schedlog import App
 from schedlog.actors.batch import BATCH_BUDGET_MS, Batch
+from schedlog.actors.timer import BEHIND_MS
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, balance, state, types
 
@@ -68,6 +72,7 @@ def test_a_backlog_of_mutations_commits_in_batches_each_once_s14(
         jobs = [app.scheduler.run_after(0, deposit, str(a.id), i) for i, a in enumerate(accounts)]
         saves = _spy_saves(app)
         batches = _spy_batches(app)
+        clock.advance(BEHIND_MS)  # a backlog: the timer is behind
         app.start()
         app.wait_until_idle()
         assert sorted(ran) == list(range(JOBS))  # every function ran once: no conflict
@@ -82,11 +87,12 @@ def test_a_backlog_of_mutations_commits_in_batches_each_once_s14(
         app.close()
 
 
-def test_a_mutation_whose_batch_conflicts_is_retried_alone_s14_s22(
+def test_a_batch_whose_commit_conflicts_commits_each_mutation_alone_s14_s22(
     clock: FakeClock, store_url: str
 ) -> None:
     # One batch of two: the first cancels the second, which has run its function meanwhile.
-    # Their shared commit conflicts; alone, the first commits and the second never does.
+    # Their shared commit conflicts; tried alone, the first commits and the second conflicts
+    # with the cancel: it stops without effect, and is not run again.
     app = App(store=store_url, clock=clock, max_concurrency=1)
     account = Account("owner")
     ran: list[str] = []
@@ -109,14 +115,14 @@ def test_a_mutation_whose_batch_conflicts_is_retried_alone_s14_s22(
         canceler = app.scheduler.run_after(100, cancel, victim)
         batches = _spy_batches(app)
         app.start()
-        clock.advance(300)  # both due at once: one executor takes both
+        clock.advance(300)  # both due, and late: one executor takes both
         app.wait_until_idle()
         assert [len(b.decided) + len(b.committing) for b in batches] == [2]
         assert state(app, canceler) == "success"
         assert state(app, victim) == "canceled"  # S22: the cancel landed first
         assert types(app, victim) == ["Scheduled", "Canceled"]
         assert balance(app, account.id) == 0  # its staged deposit was never committed
-        assert ran == ["cancel", "deposit", "cancel"]  # the batch's attempt, then alone
+        assert ran == ["cancel", "deposit"]  # each function ran once
     finally:
         app.close()
 
@@ -135,6 +141,7 @@ def test_actions_in_a_batch_are_claimed_one_at_a_time_s13_s17(
     try:
         jobs = [app.scheduler.run_after(0, look) for _ in range(JOBS)]
         saves = _spy_saves(app)
+        clock.advance(BEHIND_MS)
         app.start()
         app.wait_until_idle()
         assert all(state(app, j) == "success" for j in jobs)
@@ -164,6 +171,7 @@ def test_a_batch_that_runs_out_of_time_returns_the_rest_untouched_s13(
     try:
         jobs = [app.scheduler.run_after(0, slow, i) for i in range(6)]
         batches = _spy_batches(app)
+        clock.advance(BEHIND_MS)
         app.start()
         app.wait_until_idle()
         assert order == list(range(6))  # each once, still in due order
@@ -189,10 +197,63 @@ def test_a_stop_during_a_batch_leaves_the_jobs_not_started_pending(
 
     try:
         jobs = [app.scheduler.run_after(0, block, i) for i in range(4)]
+        clock.advance(BEHIND_MS)
         app.start()
         assert started.wait(10)
         app.stop()  # graceful: the running action ends, the batch starts nothing more
         assert state(app, jobs[0]) == "success"
         assert [state(app, j) for j in jobs[1:]] == ["pending"] * 3
+    finally:
+        app.close()
+
+
+def test_jobs_that_have_just_come_due_start_alone_s13(clock: FakeClock, store_url: str) -> None:
+    # Not behind: each job goes to the first free executor, none waits in another's batch.
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+
+    @app.mutation(name="jobs:noop")
+    def noop(ctx) -> None:
+        del ctx
+
+    try:
+        jobs = [app.scheduler.run_after(0, noop) for _ in range(6)]
+        batches = _spy_batches(app)
+        app.start()
+        app.wait_until_idle()
+        assert all(state(app, j) == "success" for j in jobs)
+        assert batches == []
+    finally:
+        app.close()
+
+
+def test_two_mutations_of_a_batch_writing_one_aggregate_both_commit_s14_s15(
+    clock: FakeClock, store_url: str
+) -> None:
+    # Both read the account at the same version: their shared commit conflicts. Alone, the
+    # first commits; the second conflicts on the account and is retried (S15), then commits.
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    account = Account("owner")
+
+    @app.mutation(name="acct:deposit")
+    def deposit(ctx, account_id: str, cents: int) -> None:
+        got: Any = ctx.repository.get(UUID(account_id))
+        got.deposit(cents)
+        ctx.save(got)
+
+    try:
+        app.save(account)
+        first = app.scheduler.run_after(0, deposit, str(account.id), 1)
+        second = app.scheduler.run_after(0, deposit, str(account.id), 10)
+        clock.advance(BEHIND_MS)
+        app.start()
+        app.wait_until_idle()
+        assert balance(app, account.id) == 1
+        assert types(app, first) == ["Scheduled", "Started", "Completed"]
+        assert types(app, second) == ["Scheduled", "Retried"]
+        clock.advance(60_000)  # past any retry backoff
+        app.wait_until_idle()
+        assert balance(app, account.id) == 11
+        assert state(app, second) == "success"
+        assert types(app, second) == ["Scheduled", "Retried", "Started", "Completed"]
     finally:
         app.close()

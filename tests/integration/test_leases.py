@@ -92,9 +92,11 @@ def test_a_live_nodes_running_action_is_never_recovered_by_another_s19(
         job = nodes[0].scheduler.run_after(0, "io:send")
         assert started.wait(WAIT_S)
         runner_id = nodes[0].history(job)[1]["node_id"]
+        runner = next(node for node in nodes if node.node_id == runner_id)
         other = next(node for node in nodes if node.node_id != runner_id)
         for _ in range(5):  # far past the first lease, with the runner heartbeating
             clock.advance(LEASE_MS)
+            runner._recovery.ask(RecoverNow(), timeout=WAIT_S)  # its heartbeat, first
             other._recovery.ask(RecoverNow(), timeout=WAIT_S)
             other.wait_until_idle()
             assert state(other, job) == "inProgress"
