@@ -47,6 +47,10 @@ class Batch:
     committing: tuple[str, ...] = ()
 
 
+Attempt = tuple[ScheduledFunction, tuple[Any, ...], int]
+"""A mutation run and not committed yet: its job, what its commit saves, when it started."""
+
+
 class BatchRunner(JobRunner):
     """A `JobRunner` that also runs batches."""
 
@@ -64,7 +68,7 @@ class BatchRunner(JobRunner):
         jobs = host.load_jobs(job_ids)
         decided: dict[str, DueJob | None] = {}
         returned: list[str] = []
-        attempts = []
+        attempts: list[Attempt] = []
         previous: ScheduledFunction | None = None  # the last action run, its outcome unsaved
         for job_id in job_ids:
             job = jobs.get(job_id)
@@ -134,30 +138,64 @@ class BatchRunner(JobRunner):
 
     def _commit_batch(
         self,
-        attempts: list[tuple[ScheduledFunction, tuple[Any, ...], int]],
+        attempts: list[Attempt],
         last: ScheduledFunction | None,
     ) -> dict[str, DueJob | None]:
-        """Save the batch's mutations' commits, then its last action's outcome.
-
-        If the shared save fails (a job canceled or run elsewhere meanwhile, two mutations
-        writing one aggregate), each mutation's commit is tried alone, as one attempt would
-        be: a job that moved on is dropped, a conflict retried with backoff (S15, S22).
-        """
+        """Save the batch's mutations' commits, then its last action's outcome."""
         decided: dict[str, DueJob | None] = {}
         if attempts:
-            objs = [obj for _, staged, _ in attempts for obj in staged]
-            pending = [(obj, list(obj.pending_events)) for obj in objs]
-            try:
-                self._host.save(*objs)
-            except Exception as error:
-                log.debug("committing %d mutations together failed (%s)", len(attempts), error)
-                for obj, events in pending:  # the failed save took them
-                    obj.pending_events[:] = events
-                for job, staged, started in attempts:
-                    decided[job.job_id] = self._commit_mutation(job, staged, started)
-            else:
-                decided.update((job.job_id, None) for job, _, _ in attempts)
+            decided.update(self._commit_mutations(attempts))
         if last is not None:
             self._save_outcome(last)
             decided[last.job_id] = None
         return decided
+
+    def _commit_mutations(self, attempts: list[Attempt]) -> dict[str, DueJob | None]:
+        """Commit the mutations in one save; if it fails, once more without the jobs that moved.
+
+        A job canceled or run by another node meanwhile is dropped (S22); if the save still
+        fails (two mutations wrote one aggregate, say), each commit is tried alone, as a lone
+        attempt's would be: a conflict is retried with backoff (S15).
+        """
+        if self._save_together(attempts) is None:
+            return {job.job_id: None for job, _, _ in attempts}
+        decided: dict[str, DueJob | None] = {}
+        try:
+            fresh = self._host.load_jobs([job.job_id for job, _, _ in attempts])
+        except Exception:
+            log.warning("cannot read a batch's jobs again; committing one by one", exc_info=True)
+            fresh = None
+        if fresh is not None:
+            kept = []
+            for attempt in attempts:
+                job = attempt[0]
+                now = fresh.get(job.job_id)
+                if (
+                    now is not None
+                    and now.state is JobState.PENDING
+                    and now.version == job.version - 2
+                ):
+                    kept.append(attempt)  # unchanged since it was read (the attempt added 2)
+                elif now is None or now.state is not JobState.PENDING:
+                    decided[job.job_id] = None  # canceled, or committed elsewhere
+                else:
+                    decided[job.job_id] = DueJob(now.next_run_ms, 0, job.job_id)
+            if len(kept) < len(attempts) and kept and self._save_together(kept) is None:
+                return {**decided, **{job.job_id: None for job, _, _ in kept}}
+            attempts = kept
+        for job, staged, started in attempts:
+            decided[job.job_id] = self._commit_mutation(job, staged, started)
+        return decided
+
+    def _save_together(self, attempts: list[Attempt]) -> BaseException | None:
+        """Save the attempts' objects in one save; on failure, give them their events back."""
+        objs = [obj for _, staged, _ in attempts for obj in staged]
+        pending = [(obj, list(obj.pending_events)) for obj in objs]
+        try:
+            self._host.save(*objs)
+        except Exception as error:
+            log.debug("committing %d mutations together failed (%s)", len(attempts), error)
+            for obj, events in pending:  # the failed save took them
+                obj.pending_events[:] = events
+            return error
+        return None

@@ -52,7 +52,7 @@ BEHIND_MS = 20
 come due starts alone, on the first free executor (a batch's jobs start one after another)."""
 _MAX_SEQ = 2**63 - 1
 READ_RETRY_MS = 250
-NODES_REFRESH_MS = 1_000
+NODES_REFRESH_MS = 250
 """How often a node sharing work re-reads the live nodes (nodes starting together see each
 other within this, instead of each owning every job until the window's next restart)."""
 READ_RETRY_CAP_MS = 30_000
@@ -200,6 +200,20 @@ class TimerActor(RuntimeActor):
         nodes = self._nodes or [self._spread.node_id if self._spread else ""]
         return nodes[zlib.crc32(job_id.encode()) % len(nodes)]
 
+    def _stealing(self, now: int) -> bool:
+        """Tell whether the next job to start is another node's, while more rows lie unread.
+
+        Then this node's own due jobs in the window are done: read on, rather than take over
+        the jobs their owner is starting (a race each time, settled by the version check).
+        """
+        heap = self._heap
+        return (
+            self._spread is not None
+            and bool(heap)
+            and heap[0].run_at <= now
+            and self._owner(heap[0].job_id) != self._spread.node_id
+        )
+
     def _check_log(self) -> None:
         if self._log_position is not None:
             self._follow_log()
@@ -265,7 +279,7 @@ class TimerActor(RuntimeActor):
                 self._refresh_nodes(now)
             if self._boundary is None or now >= self._horizon_at:
                 self._read_window(now, restart=True)
-            elif self._truncated and len(heap) < WINDOW // 4:
+            elif self._truncated and (len(heap) < WINDOW // 4 or self._stealing(now)):
                 self._read_window(now, restart=False)
         except Exception:
             # The store is unavailable: keep what is queued, read again after a backoff.
@@ -285,24 +299,31 @@ class TimerActor(RuntimeActor):
 
         Each executor takes one job; when the timer is behind (a backlog) and at least twice
         as many jobs are due as executors are idle, each takes an equal share of up to `BATCH`,
-        to run in turn.
+        to run in turn. A job another live node owns is never part of a batch: its owner may be
+        running it, and a lost race should cost one job's attempt, not a batch's.
         """
         heap, idle = self._heap, self._idle
         if not (idle and heap and heap[0].run_at <= now):
             return
         limit = len(idle) * (BATCH if heap[0].run_at <= now - BEHIND_MS else 1)
         due: list[DueJob] = []
-        while heap and heap[0].run_at <= now and len(due) < limit:
-            due.append(heapq.heappop(heap))
-        share = max(1, len(due) // len(idle))
-        for job in due[share * len(idle) :]:  # more than an equal share: they wait their turn
-            heapq.heappush(heap, job)
-        for first in range(0, min(len(due), share * len(idle)), share):
-            batch = due[first : first + share]
-            for job in batch:
+        units: list[list[DueJob]] = []  # what each executor takes: one job alone, or a batch
+        while heap and heap[0].run_at <= now and len(due) + len(units) < limit:
+            job = heapq.heappop(heap)
+            if self._spread is not None and self._owner(job.job_id) != self._spread.node_id:
+                units.append([job])
+            else:
+                due.append(job)
+        share = min(BATCH, max(1, len(due) // max(len(idle) - len(units), 1)))
+        units += [due[first : first + share] for first in range(0, len(due), share)]
+        for unit in units[len(idle) :]:  # more than the idle executors take: they wait
+            for job in unit:
+                heapq.heappush(heap, job)
+        for unit in units[: len(idle)]:
+            for job in unit:
                 self._queued.discard(job.job_id)
                 self._running[job.job_id] = job
-            idle.pop().tell(RunJob(tuple(job.job_id for job in batch)))
+            idle.pop().tell(RunJob(tuple(job.job_id for job in unit)))
 
     def _arm(self, now: int) -> None:
         if self._boundary is None:

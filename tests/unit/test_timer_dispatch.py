@@ -1,0 +1,103 @@
+"""How the timer shares due jobs among idle executors: alone, or in batches when behind (S13)."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+from schedlog.actors.messages import RunJob
+from schedlog.actors.timer import BATCH, BEHIND_MS, Spread, TimerActor
+from schedlog.projections.queries import DueJob
+from schedlog.testing import FakeClock
+
+T0 = 1_800_000_000_000
+
+
+class Source:
+    """A due index of `jobs`, all pending; the log never moves."""
+
+    def __init__(self, jobs: list[DueJob], nodes: list[str] | None = None) -> None:
+        self.jobs = sorted(jobs)
+        self.nodes = nodes or []
+
+    def due(self, before_ms: int, limit: int, after: tuple[int, int] | None = None) -> list[DueJob]:
+        rows = [
+            j
+            for j in self.jobs
+            if j.run_at < before_ms and (after is None or (j.run_at, j.seq) > after)
+        ]
+        return rows[:limit]
+
+    def log_position(self) -> int:
+        return 0
+
+    def live_nodes(self, now_ms: int) -> list[str]:
+        del now_ms
+        return self.nodes
+
+    def jobs_since(self, position: int) -> tuple[int, list[DueJob]]:
+        return position, []
+
+
+class Executor:
+    """Stands in for an executor's ActorRef: keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, ...]] = []
+
+    def tell(self, message: Any) -> None:
+        assert isinstance(message, RunJob)
+        self.told.append(message.job_ids)
+
+
+def _jobs(n: int, run_at: int = T0) -> list[DueJob]:
+    return [DueJob(run_at, seq, f"job-{seq:04d}") for seq in range(1, n + 1)]
+
+
+def _dispatch(
+    clock: FakeClock, source: Source, executors: int, spread: Spread | None = None
+) -> list[Executor]:
+    timer = TimerActor(clock, source, spread)
+    refs = [Executor() for _ in range(executors)]
+    timer.add_executors(refs)  # type: ignore[arg-type]  # it reads the window and dispatches
+    timer.on_stop()
+    return refs
+
+
+def test_jobs_just_come_due_start_one_per_executor() -> None:
+    clock = FakeClock(T0)
+    refs = _dispatch(clock, Source(_jobs(10)), executors=4)
+    assert [r.told for r in refs] == [[(f"job-{k:04d}",)] for k in (4, 3, 2, 1)]
+
+
+def test_a_backlog_is_shared_in_equal_batches_in_due_order() -> None:
+    clock = FakeClock(T0 + BEHIND_MS)
+    refs = _dispatch(clock, Source(_jobs(10)), executors=4)
+    told = [r.told for r in reversed(refs)]  # idle executors are taken from the end
+    assert told == [
+        [("job-0001", "job-0002")],
+        [("job-0003", "job-0004")],
+        [("job-0005", "job-0006")],
+        [("job-0007", "job-0008")],
+    ]  # 9 and 10 wait for the next free executor
+
+
+def test_no_batch_is_larger_than_the_cap() -> None:
+    clock = FakeClock(T0 + BEHIND_MS)
+    refs = _dispatch(clock, Source(_jobs(10 * BATCH)), executors=2)
+    assert [len(r.told[0]) for r in refs] == [BATCH, BATCH]
+
+
+def test_another_nodes_jobs_are_never_batched() -> None:
+    me, other = "node-a", "node-b"
+    nodes = sorted([me, other])
+    jobs = _jobs(40)
+    mine = {j.job_id for j in jobs if nodes[zlib.crc32(j.job_id.encode()) % 2] == me}
+    assert 0 < len(mine) < len(jobs)
+    clock = FakeClock(T0 + 10_000)  # everything is past the grace: this node may take any
+    refs = _dispatch(clock, Source(jobs, [me, other]), executors=30, spread=Spread(me, 2_000))
+    units = [unit for r in refs for unit in r.told]
+    assert sorted(j for unit in units for j in unit) == sorted(j.job_id for j in jobs)
+    assert any(len(unit) > 1 for unit in units)  # its own jobs were batched
+    for unit in units:
+        assert len(unit) == 1 or set(unit) <= mine
