@@ -1,6 +1,6 @@
 """BatchRunner: a backlog's jobs run one after another in one executor, sharing saves (runtime).
 
-When more jobs are due than executors are idle, the timer hands each executor several (S13).
+When the timer is behind on a backlog, it hands each idle executor several due jobs (S13).
 Mutations of a batch commit in one save; if it fails (a conflict, say), each one's commit is
 tried on its own, as a lone attempt's would be (S14, S15, S22). Each action's claim
 shares a save with the outcome of the action before it, so only the running action is
@@ -57,11 +57,10 @@ class BatchRunner(JobRunner):
     def run_batch(self, job_ids: Sequence[str]) -> Batch:
         """Run several due jobs in turn, read in one query; their claims and commits share saves.
 
-        Mutations commit together at the end (if that save fails, say on a conflict, each
-        mutation's commit is tried alone).
-        Each action's claim shares a save with the outcome of the action before it. Jobs not
-        started within `BATCH_BUDGET_MS`, or once the runtime is closing, are `returned` to the
-        timer untouched.
+        Mutations commit together at the end (`_commit_mutations` says what happens if that
+        save fails). Each action's claim shares a save with the outcome of the action before
+        it. Jobs not started within `BATCH_BUDGET_MS`, or once the runtime is closing, are
+        `returned` to the timer untouched.
         """
         host = self._host
         begun = host.clock.now_ms()
