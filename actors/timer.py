@@ -308,7 +308,12 @@ class TimerActor(RuntimeActor):
         limit = len(idle) * (BATCH if heap[0].run_at <= now - BEHIND_MS else 1)
         due: list[DueJob] = []
         units: list[list[DueJob]] = []  # what each executor takes: one job alone, or a batch
-        while heap and heap[0].run_at <= now and len(due) + len(units) < limit:
+        while (
+            heap
+            and heap[0].run_at <= now
+            and len(due) + len(units) < limit
+            and len(units) < len(idle)  # jobs that start alone fill the executors by themselves
+        ):
             job = heapq.heappop(heap)
             if self._spread is not None and self._owner(job.job_id) != self._spread.node_id:
                 units.append([job])
