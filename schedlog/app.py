@@ -36,7 +36,8 @@ from schedlog.events.validation import is_plain_int
 from schedlog.projections.queries import DueJob, history_entries
 from schedlog.projections.view import PgViewRecorder
 from schedlog.registry import Registry
-from schedlog.store import ChangeListener, open_store, parse_store_url
+from schedlog.store import ChangeListener, open_store
+from schedlog.urls import parse_store_url
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

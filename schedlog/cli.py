@@ -28,7 +28,7 @@ from schedlog.demo import DEFAULT_DEMO_PATH, run_demo
 from schedlog.errors import ConfigurationError, JobNotFoundError, SchedlogError
 from schedlog.events import JobState
 from schedlog.events.values import TERMINAL_STATES
-from schedlog.store import parse_store_url
+from schedlog.urls import parse_store_url
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

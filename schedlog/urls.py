@@ -1,0 +1,119 @@
+"""Store URLs: which database a URL names, and the settings it carries (front door).
+
+`sqlite://` (a file, WAL, every commit fsynced), `memory://`, and `postgresql://` with
+`?schema=`, timeouts and pool size; the password never appears in `safe_url`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+
+from schedlog.errors import ConfigurationError
+
+__all__ = ["DEFAULT_STORE", "LOCK_TIMEOUT_S", "StoreConfig", "parse_store_url"]
+
+DEFAULT_STORE = "sqlite://schedlog.db"
+LOCK_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """A parsed store URL."""
+
+    url: str
+    sqlite_dbname: str
+    is_memory: bool
+    lock_timeout_s: int = LOCK_TIMEOUT_S
+    """How long a write waits for another process's lock before the store reports it busy."""
+    postgres: dict[str, str] | None = None
+    """For a PostgreSQL store: the eventsourcing settings (POSTGRES_*), password included."""
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password, for logs and messages."""
+        parts = urllib.parse.urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+PG_OPTIONS = frozenset({"schema", "lock_timeout", "connect_timeout", "pool_size"})
+
+
+def _postgres_settings(url: str) -> dict[str, str]:
+    """Return eventsourcing's POSTGRES_* settings for `url` (finite timeouts by default)."""
+    parts = urllib.parse.urlsplit(url)
+    safe = url.rsplit("@", maxsplit=1)[-1]
+    params = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
+    unknown = sorted(set(params) - PG_OPTIONS)
+    if unknown:
+        raise ConfigurationError(
+            f"store {safe!r}: unknown option {unknown[0]!r} "
+            f"(known: {', '.join(sorted(PG_OPTIONS))})"
+        )
+    for key in ("lock_timeout", "connect_timeout", "pool_size"):
+        if key in params and (not params[key].isdigit() or int(params[key]) < 1):
+            raise ConfigurationError(f"store {safe!r}: {key} must be a whole number >= 1")
+    dbname = parts.path.lstrip("/")
+    if not dbname or not parts.hostname:
+        raise ConfigurationError(
+            f"store {safe!r} needs a host and a database: postgresql://user@host:5432/db"
+        )
+    schema = params.get("schema", "public")
+    if not schema.replace("_", "").isalnum():
+        raise ConfigurationError(f"store {safe!r}: schema must be letters, digits and _")
+    return {
+        "POSTGRES_DBNAME": urllib.parse.unquote(dbname),
+        "POSTGRES_HOST": parts.hostname,
+        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_USER": urllib.parse.unquote(parts.username or getpass.getuser()),
+        "POSTGRES_PASSWORD": urllib.parse.unquote(parts.password or ""),
+        "POSTGRES_SCHEMA": schema,
+        "POSTGRES_LOCK_TIMEOUT": params.get("lock_timeout", str(LOCK_TIMEOUT_S)),
+        "POSTGRES_CONNECT_TIMEOUT": params.get("connect_timeout", "10"),
+        "POSTGRES_POOL_SIZE": params.get("pool_size", "10"),
+        "POSTGRES_MAX_OVERFLOW": "10",
+    }
+
+
+def _lock_timeout(url: str, query: str) -> int:
+    """Read `?lock_timeout=SECONDS`, the one option a SQLite store URL takes."""
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - {"lock_timeout"})
+    if unknown:
+        raise ConfigurationError(f"store {url!r}: unknown option {unknown[0]!r}")
+    if "lock_timeout" not in params:
+        return LOCK_TIMEOUT_S
+    value = params["lock_timeout"][-1]
+    if not value.isdigit() or int(value) < 1:
+        raise ConfigurationError(
+            f"store {url!r}: lock_timeout must be a whole number of seconds >= 1, got {value!r}"
+        )
+    return int(value)
+
+
+def parse_store_url(url: str | None) -> StoreConfig:
+    """Parse a store URL (default: `$SCHEDLOG_STORE`, else `./schedlog.db`)."""
+    if url is None:
+        url = os.environ.get("SCHEDLOG_STORE") or DEFAULT_STORE
+    if not isinstance(url, str):
+        raise ConfigurationError(f"store must be a URL string, got {type(url).__name__}")
+    if url == "memory://":
+        name = f"file:schedlog-{uuid.uuid4().hex}?mode=memory&cache=shared"
+        return StoreConfig(url, name, is_memory=True)
+    if url.startswith("sqlite://"):
+        path, _, query = url.removeprefix("sqlite://").partition("?")
+        if not path or path == "/":
+            raise ConfigurationError(f"store {url!r} names no file: use sqlite:///abs/path.db")
+        return StoreConfig(url, path, is_memory=False, lock_timeout_s=_lock_timeout(url, query))
+    if url.startswith(("postgresql://", "postgres://")):
+        return StoreConfig(url, "", is_memory=False, postgres=_postgres_settings(url))
+    raise ConfigurationError(
+        f"store {url!r} is not a store URL: use sqlite:///abs/path.db, sqlite://rel/path.db "
+        "or memory://"
+    )
