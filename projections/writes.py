@@ -113,20 +113,13 @@ def apply_change(c: Cur, change: Change, table: str = TABLE) -> bool:
             c.execute(_LINK, (parent, change.job_id, change.values["seq"]))
         return True
     changed = True
-    if change.values:
-        cols = ", ".join(f"{k} = ?" for k in change.values)
-        c.execute(
-            f"UPDATE {table} SET {cols} WHERE id = ?",
-            [*change.values.values(), change.job_id],
-        )
-        changed = c.rowcount > 0 if "state" in change.values else changed
-    if change.guarded:
-        cols = ", ".join(f"{k} = ?" for k in change.guarded)
-        c.execute(
-            f"UPDATE {table} SET {cols} WHERE id = ? AND {_NOT_TERMINAL}",
-            [*change.guarded.values(), change.job_id],
-        )
-        changed = c.rowcount > 0 if "state" in change.guarded else changed
+    for values, guard in ((change.values, ""), (change.guarded, f" AND {_NOT_TERMINAL}")):
+        if values:
+            cols = ", ".join(f"{k} = ?" for k in values)
+            c.execute(
+                f"UPDATE {table} SET {cols} WHERE id = ?{guard}", [*values.values(), change.job_id]
+            )
+            changed = c.rowcount > 0 if "state" in values else changed
     return changed
 
 
