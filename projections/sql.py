@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import psycopg
 from psycopg.rows import tuple_row
 
 if TYPE_CHECKING:
@@ -48,6 +49,27 @@ class Cur:
             self._raw.executemany(sql.replace("?", "%s"), params)
         else:
             self._raw.executemany(sql, params)
+
+    def run_all(self, statements: Sequence[tuple[str, Sequence[object]]]) -> list[int]:
+        """Run `statements` in order; return how many rows each one changed.
+
+        On PostgreSQL they take one round trip: bound on the client (psycopg's own quoting)
+        and sent as one query string, whose results are read in turn.
+        """
+        if self._dialect is Dialect.SQLITE or len(statements) <= 1:
+            changed = []
+            for sql, params in statements:
+                self.execute(sql, params)
+                changed.append(self.rowcount)
+            return changed
+        binder = psycopg.ClientCursor(self._raw.connection)
+        self._raw.execute(
+            "; ".join(binder.mogrify(sql.replace("?", "%s"), list(p)) for sql, p in statements)
+        )
+        changed = [self._raw.rowcount]
+        while self._raw.nextset():
+            changed.append(self._raw.rowcount)
+        return changed
 
     def tuples(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """Run a query in this transaction; return its rows as plain tuples (cheaper to build).

@@ -20,7 +20,7 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import IntegrityError, Notification, OperationalError
-from eventsourcing.postgres import PostgresAggregateRecorder, PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import (
     SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteApplicationRecorder,
@@ -38,7 +38,7 @@ from schedlog.projections.rows import (
 )
 from schedlog.projections.schema import POSITION, TABLE, view_ddl
 from schedlog.projections.sql import Cur, Db, Dialect
-from schedlog.projections.writes import apply_changes, move_counts
+from schedlog.projections.writes import apply_changes, counts_statements, move_counts
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -107,8 +107,18 @@ class ViewKeeper:
     def _apply_save(self, cur: Cur, position: int, save: Save, counts: dict[str, int]) -> int:
         """Apply one save's job events (`save.ids` issued) after `position`; return the new one.
 
-        Events that reached the log before them without this recorder are folded in first.
         How the counts by state move is added to `counts`, for the group to write once.
+        """
+        changes, position = self._changes_of(cur, position, save, counts)
+        apply_changes(cur, changes, counts)
+        return position
+
+    def _changes_of(
+        self, cur: Cur, position: int, save: Save, counts: dict[str, int]
+    ) -> tuple[list[Change], int]:
+        """Return one save's view changes (`save.ids` issued) and the position after them.
+
+        Events that reached the log before them without this recorder are folded in first.
         """
         ids = save.ids
         assert ids  # noqa: S101 - the recorders call it once the events are in
@@ -136,8 +146,7 @@ class ViewKeeper:
             change = change_for(event, nid)
             if change is not None:
                 changes.append(change)
-        apply_changes(cur, merge_changes(changes), counts)
-        return ids[-1]
+        return merge_changes(changes), ids[-1]
 
     def _decode(self, notification: Notification) -> object:
         if self.decode is None:
@@ -309,6 +318,7 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
             Composed([SQL(f'SET search_path TO "{schema}"; {statement}')])
             for statement in view_ddl(Dialect.POSTGRES)
         )
+        self._lock_text: str | None = None
         # Nodes that start together would run this DDL at once ("tuple concurrently updated"
         # on CREATE OR REPLACE FUNCTION): the first takes a lock for the schema, the rest wait.
         self.sql_create_statements.insert(
@@ -374,25 +384,54 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
                     save.ids, save.error = None, IntegrityError(str(split.__cause__))
 
     def _commit_together(self, group: list[Save]) -> None:
+        """Commit the group in four round trips, whatever its size, all under the table lock.
+
+        1. The library's lock and NOTIFY, the view's position, and every save's events in one
+           INSERT, sent as one query string (bound on the client, by psycopg's quoting);
+        2. the view's rows (`apply_changes`); 3. the counts by state and the position; 4. the
+        commit. (It was two round trips per save, plus one per view statement, plus four.)
+        """
+        events = [event for save in group for event in save.events]
+        rows = [
+            self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
+            for e in events
+        ]
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            curs.execute(self._lock_and_position)
-            while curs.pgresult is not None and curs.pgresult.ntuples == 0 and curs.nextset():
-                pass  # to the SELECT's result, past the SETs, the LOCK and the NOTIFY
-            row = curs.fetchone()
-            position = start = 0 if row is None else int(row["position"])
-            cur = Cur(curs, Dialect.POSTGRES)  # the search_path is set for this transaction
-            counts: dict[str, int] = {}
+            binder = psycopg.ClientCursor(conn)
+            if self._lock_text is None:
+                self._lock_text = self._lock_and_position.as_string(conn)
+            insert = binder.mogrify(self.insert_events_statement, (rows,))
             try:
-                for save in group:
-                    PostgresAggregateRecorder._insert_stored_events(self, curs, save.events)  # noqa: SLF001
-                    save.ids = self._fetch_ids_after_insert_events(curs, save.events)
+                # One query string: the SETs, the LOCK, the NOTIFY, the position, the INSERT.
+                curs.execute(f"{self._lock_text}; {insert}")
+                row = _next_rows(curs).fetchone()
+                position = start = 0 if row is None else int(row["position"])
+                curs.nextset()
+                ids = [r["notification_id"] for r in _next_rows(curs).fetchall()]
+                cur = Cur(curs, Dialect.POSTGRES)  # the search_path is set for this transaction
+                counts: dict[str, int] = {}
+                changes: list[Change] = []
+                first = 0
+                for save in group:  # the ids come back in the order the events went in
+                    save.ids = ids[first : first + len(save.events)]
+                    first += len(save.events)
                     if save.ids:
-                        position = self._apply_save(cur, position, save, counts)
+                        mine, position = self._changes_of(cur, position, save, counts)
+                        changes.extend(mine)
+                apply_changes(cur, changes, counts)
             except psycopg.IntegrityError as e:
                 raise _SplitGroup from e  # leaving the block rolls the transaction back
             if position != start:
-                move_counts(cur, counts)
-                cur.execute(_SET_POSITION, (VIEW_NAME, position))
+                cur.run_all([*counts_statements(counts), (_SET_POSITION, (VIEW_NAME, position))])
+
+
+def _next_rows(curs: psycopg.Cursor[Any]) -> psycopg.Cursor[Any]:
+    """Move `curs` to the next result of its query string that has rows (a SELECT, a RETURNING)."""
+    while curs.description is None:
+        if not curs.nextset():
+            msg = "PostgreSQL returned fewer results than the group's query string has"
+            raise RuntimeError(msg)
+    return curs
 
 
 class _SplitGroup(Exception):  # noqa: N818 - a signal, not an error

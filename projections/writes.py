@@ -19,7 +19,15 @@ if TYPE_CHECKING:
 
     from schedlog.projections.sql import Cur
 
-__all__ = ["apply_change", "apply_changes", "insert_links", "insert_rows", "move_counts"]
+__all__ = [
+    "apply_change",
+    "apply_changes",
+    "change_statements",
+    "counts_statements",
+    "insert_links",
+    "insert_rows",
+    "move_counts",
+]
 
 _ROW_VALUES = operator.itemgetter(*COLUMNS)
 _NOT_TERMINAL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
@@ -44,39 +52,78 @@ def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> 
     A change's old state comes from the event where it tells (`Change.leaves`), else from the
     row, read for all such changes in one statement; `move_counts` then writes the counts once
     per transaction. (Row triggers did this before, at about 40 us per changed row on SQLite.)
+    The statements go in runs that touch each row once (usually all of them), each run in one
+    round trip on PostgreSQL; what each changed is read when its run is back.
     """
     known: dict[str, str | None] = {}
     inserted = {ch.job_id for ch in changes if ch.insert}  # their state is known once written
     unread = (ch.job_id for ch in changes if ch.leaves is None and "state" in ch.values)
     _read_states(c, [i for i in dict.fromkeys(unread) if i not in inserted], known)
-    for change in changes:
-        moves = change.insert or "state" in change.values or "state" in change.guarded
-        if not moves:
-            apply_change(c, change)
-            continue
-        if change.insert:
-            old = None
-        elif change.job_id in known:
-            old = known[change.job_id]
-        else:
-            old = change.leaves
-        if not apply_change(c, change):  # no row, or its guard found it finished
-            _read_states(c, [change.job_id], known)
-            continue
-        new = state_after(old, change)
-        known[change.job_id] = new
-        if old != new:
-            if old is not None:
-                counts[old] = counts.get(old, 0) - 1
-            if new is not None:
-                counts[new] = counts.get(new, 0) + 1
+    start = 0
+    while start < len(changes):
+        run = _one_change_per_row(changes, start)
+        start += len(run)
+        statements: list[tuple[str, Sequence[object]]] = []
+        tells: list[int | None] = []
+        for change in run:
+            mine, tell = change_statements(change)
+            tells.append(None if tell is None else len(statements) + tell)
+            statements.extend(mine)
+        changed = c.run_all(statements)
+        for change, tell in zip(run, tells, strict=True):
+            _count(c, change, known, counts, changed=tell is None or changed[tell] > 0)
+
+
+def _one_change_per_row(changes: Sequence[Change], start: int) -> Sequence[Change]:
+    """Return the changes from `start` on, up to the first that touches a row already in them."""
+    seen: set[str] = set()
+    for end in range(start, len(changes)):
+        if changes[end].job_id in seen:
+            return changes[start:end]
+        seen.add(changes[end].job_id)
+    return changes[start:]
+
+
+def _count(
+    c: Cur,
+    change: Change,
+    known: dict[str, str | None],
+    counts: dict[str, int],
+    *,
+    changed: bool,
+) -> None:
+    """Move `counts` by what `change` did to its row (`changed`: its state's statement hit)."""
+    if not (change.insert or "state" in change.values or "state" in change.guarded):
+        return
+    if change.insert:
+        old = None
+    elif change.job_id in known:
+        old = known[change.job_id]
+    else:
+        old = change.leaves
+    if not changed:  # no row, or its guard found it finished: nothing moved
+        _read_states(c, [change.job_id], known)
+        return
+    new = state_after(old, change)
+    known[change.job_id] = new
+    if old != new:
+        if old is not None:
+            counts[old] = counts.get(old, 0) - 1
+        if new is not None:
+            counts[new] = counts.get(new, 0) + 1
 
 
 def move_counts(c: Cur, counts: dict[str, int]) -> None:
     """Move the live view's counts by state by `counts` (one statement; none if nothing moved)."""
+    c.run_all(counts_statements(counts))
+
+
+def counts_statements(counts: dict[str, int]) -> list[tuple[str, Sequence[object]]]:
+    """Return the statement that moves the counts by state by `counts` (none if none move)."""
     moved = [(state, n) for state, n in counts.items() if n]
-    if moved:
-        c.execute(_move_counts_sql(len(moved)), [v for pair in moved for v in pair])
+    if not moved:
+        return []
+    return [(_move_counts_sql(len(moved)), [v for pair in moved for v in pair])]
 
 
 def _read_states(c: Cur, job_ids: list[str], into: dict[str, str | None]) -> None:
@@ -106,21 +153,40 @@ def apply_change(c: Cur, change: Change, table: str = TABLE) -> bool:
 
     Returns whether the statement that sets the row's state (if any) changed a row.
     """
+    statements, tell = change_statements(change, table)
+    changed = c.run_all(statements)
+    return tell is None or changed[tell] > 0
+
+
+def change_statements(
+    change: Change, table: str = TABLE
+) -> tuple[list[tuple[str, Sequence[object]]], int | None]:
+    """Return the statements that write `change`, and which of them sets the row's state.
+
+    An insert (and its link to a parent) always lands: it names no such statement.
+    """
     if change.insert:
-        c.execute(_insert_sql(table), [change.values[col] for col in COLUMNS])
+        statements: list[tuple[str, Sequence[object]]] = [
+            (_insert_sql(table), [change.values[col] for col in COLUMNS])
+        ]
         parent = change.values["parent_id"]
         if parent is not None:
-            c.execute(_LINK, (parent, change.job_id, change.values["seq"]))
-        return True
-    changed = True
+            statements.append((_LINK, (parent, change.job_id, change.values["seq"])))
+        return statements, None
+    statements = []
+    tell = None
     for values, guard in ((change.values, ""), (change.guarded, f" AND {_NOT_TERMINAL}")):
         if values:
+            if "state" in values:
+                tell = len(statements)
             cols = ", ".join(f"{k} = ?" for k in values)
-            c.execute(
-                f"UPDATE {table} SET {cols} WHERE id = ?{guard}", [*values.values(), change.job_id]
+            statements.append(
+                (
+                    f"UPDATE {table} SET {cols} WHERE id = ?{guard}",
+                    [*values.values(), change.job_id],
+                )
             )
-            changed = c.rowcount > 0 if "state" in values else changed
-    return changed
+    return statements, tell
 
 
 def insert_rows(c: Cur, rows: Iterable[Mapping[str, Any]], table: str = TABLE) -> None:

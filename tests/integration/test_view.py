@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import psycopg
 import pytest
 
 from schedlog import App, InvalidQueryError
+from schedlog.events import ConflictError, Outcome
 from schedlog.projections.rows import apply_to_rows, change_for
 from schedlog.projections.schema import POSITION, TABLE
+from schedlog.projections.sql import Dialect
 from schedlog.testing import FakeClock
+from tests.conftest import PG_DSN
 from tests.integration.helpers import Account, execute, log_position, state, view_table
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 T0 = 1_800_000_000_000
 
@@ -177,5 +190,124 @@ def test_memory_store_keeps_the_same_real_view() -> None:
             assert other.scheduled_functions.get(job) is None  # each memory store is private
         finally:
             other.close()
+    finally:
+        app.close()
+
+
+@contextlib.contextmanager
+def write_lock_held(app: App, store_url: str) -> Iterator[None]:
+    """Hold the store's write lock from another connection until the block ends."""
+    db = app.store.db
+    if db.dialect is Dialect.SQLITE:
+        conn = sqlite3.connect(store_url.removeprefix("sqlite://"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    with psycopg.connect(PG_DSN) as pg, pg.transaction():
+        pg.execute(f'LOCK TABLE "{db.schema}".{db.events_table} IN EXCLUSIVE MODE')
+        yield
+
+
+def queued_saves(
+    app: App, store_url: str, saves: dict[str, Callable[[], object]]
+) -> dict[str, object]:
+    """Run `saves` on threads queued, in order, behind a commit held by the store's lock.
+
+    They then commit as one group; return what each returned or raised.
+    """
+    group = app.store.view_recorder._group
+    results: dict[str, object] = {}
+
+    def run(name: str, do: Callable[[], object]) -> None:
+        try:
+            results[name] = do()
+        except Exception as error:
+            results[name] = error
+
+    def wait_for(ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 10
+        while not ready():
+            assert time.monotonic() < deadline, "the saves did not queue up"
+            time.sleep(0.001)
+
+    threads = []
+    with write_lock_held(app, store_url):
+        threads.append(threading.Thread(target=run, args=("lead", lambda: app.save(Account("x")))))
+        threads[0].start()
+        wait_for(lambda: group._busy)
+        for n, (name, do) in enumerate(saves.items(), start=1):
+            threads.append(threading.Thread(target=run, args=(name, do)))
+            threads[-1].start()
+            wait_for(lambda n=n: len(group._queue) == n)
+    for thread in threads:
+        thread.join(10)
+    return results
+
+
+def test_saves_queued_behind_a_commit_share_one_and_keep_their_own_ids_s26(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock)
+
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+    try:
+        ids = [app.scheduler.run_after(1_000, a, i) for i in range(3)]
+        claimed, canceled, finished = (app.load_job(i) for i in ids)
+        rival = app.load_job(ids[0])  # read at the same version as `claimed`
+        assert claimed
+        assert canceled
+        assert finished
+        assert rival
+        now = clock.now_ms()
+        claimed.start(app.node_id, now, now + 30_000)
+        canceled.cancel(now)
+        finished.start(app.node_id, now, now + 30_000)
+        finished.complete(Outcome.SUCCESS, now)
+        results = queued_saves(
+            app,
+            store_url,
+            {
+                "claimed": lambda: app.save(claimed),
+                "canceled": lambda: app.save(canceled),
+                "new": lambda: app.scheduler.run_after(0, a, 99),
+                "finished": lambda: app.save(finished),
+            },
+        )
+        assert not [r for r in results.values() if isinstance(r, Exception)]
+        new = results["new"]
+        assert isinstance(new, str)
+        # One that conflicts in a group is rolled back alone; the others commit.
+        rival.cancel(now)
+        again = queued_saves(
+            app,
+            store_url,
+            {"rival": lambda: app.save(rival), "other": lambda: app.save(Account("y"))},
+        )
+        assert isinstance(again["rival"], ConflictError)
+        assert not isinstance(again["other"], Exception)
+        assert [state(app, j) for j in (*ids, new)] == [
+            "inProgress",
+            "canceled",
+            "success",
+            "pending",
+        ]
+        assert [e["type"] for e in app.history(ids[0])] == ["Scheduled", "Started"]
+        counts = {state: n for state, n in app.stats().counts.items() if n}
+        assert counts == {"inProgress": 1, "canceled": 1, "success": 1, "pending": 1}
+        assert app.store.view_recorder.position() == log_position(app)
+        rows: dict[str, dict] = {}
+        mapper = app.store.mapper
+        for n in app.store.recorder.select_notifications(start=1, limit=10_000):
+            change = change_for(mapper.to_domain_event(n), n.id)
+            if change is not None:
+                apply_to_rows(rows, change)
+        assert view_table(app) == rows
     finally:
         app.close()
