@@ -52,9 +52,11 @@ BEHIND_MS = 20
 come due starts alone, on the first free executor (a batch's jobs start one after another)."""
 _MAX_SEQ = 2**63 - 1
 READ_RETRY_MS = 250
-NODES_REFRESH_MS = 250
+NODES_REFRESH_MS = 50
 """How often a node sharing work re-reads the live nodes (nodes starting together see each
-other within this, instead of each owning every job until the window's next restart)."""
+other within this, instead of each owning every job until the window's next restart). One
+small query each time; at 250 ms, 2-node drains ran 110-380 bodies twice while the nodes
+started, and two nodes drained slower than one (4,208-5,437 vs 4,575-5,448 jobs/s)."""
 READ_RETRY_CAP_MS = 30_000
 
 
