@@ -12,6 +12,7 @@ exactly once and in global order (S26).
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 import time
@@ -27,6 +28,7 @@ from eventsourcing.sqlite import (
     SQLiteCursor,
 )
 from eventsourcing.utils import get_topic
+from psycopg.pq import TransactionStatus
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from schedlog.events import ScheduledFunction
@@ -38,7 +40,12 @@ from schedlog.projections.rows import (
 )
 from schedlog.projections.schema import POSITION, TABLE, view_ddl
 from schedlog.projections.sql import Cur, Db, Dialect
-from schedlog.projections.writes import apply_changes, counts_statements, move_counts
+from schedlog.projections.writes import (
+    apply_changes,
+    counted_statements,
+    counts_statements,
+    move_counts,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -384,28 +391,26 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
                     save.ids, save.error = None, IntegrityError(str(split.__cause__))
 
     def _commit_together(self, group: list[Save]) -> None:
-        """Commit the group in four round trips, whatever its size, all under the table lock.
+        """Commit the group in two round trips, whatever its size, both under the table lock.
 
-        1. The library's lock and NOTIFY, the view's position, and every save's events in one
-           INSERT, sent as one query string (bound on the client, by psycopg's quoting);
-        2. the view's rows (`apply_changes`); 3. the counts by state and the position; 4. the
-        commit. (It was two round trips per save, plus one per view statement, plus four.)
+        Two query strings, bound on the client (psycopg's quoting): BEGIN, the library's lock
+        and NOTIFY, the view's position and every save's events in one INSERT; then the view's
+        rows, which move the counts by state themselves (`counted_statements`), the position
+        and COMMIT. (It was two round trips per save, one per view statement, and four more.)
         """
         events = [event for save in group for event in save.events]
         rows = [
             self.construct_pg_stored_event(e.originator_id, e.originator_version, e.topic, e.state)
             for e in events
         ]
-        with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
-            binder = psycopg.ClientCursor(conn)
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
             if self._lock_text is None:
                 self._lock_text = self._lock_and_position.as_string(conn)
-            insert = binder.mogrify(self.insert_events_statement, (rows,))
+            insert = psycopg.ClientCursor(conn).mogrify(self.insert_events_statement, (rows,))
             try:
-                # One query string: the SETs, the LOCK, the NOTIFY, the position, the INSERT.
-                curs.execute(f"{self._lock_text}; {insert}")
+                curs.execute(f"BEGIN; {self._lock_text}; {insert}")
                 row = _next_rows(curs).fetchone()
-                position = start = 0 if row is None else int(row["position"])
+                position = 0 if row is None else int(row["position"])
                 curs.nextset()
                 ids = [r["notification_id"] for r in _next_rows(curs).fetchall()]
                 cur = Cur(curs, Dialect.POSTGRES)  # the search_path is set for this transaction
@@ -418,11 +423,27 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
                     if save.ids:
                         mine, position = self._changes_of(cur, position, save, counts)
                         changes.extend(mine)
-                apply_changes(cur, changes, counts)
-            except psycopg.IntegrityError as e:
-                raise _SplitGroup from e  # leaving the block rolls the transaction back
-            if position != start:
-                cur.run_all([*counts_statements(counts), (_SET_POSITION, (VIEW_NAME, position))])
+                statements = counted_statements(changes, counts)
+                cur.run_all(
+                    [
+                        *statements,
+                        *counts_statements(counts),
+                        (_SET_POSITION, (VIEW_NAME, position)),
+                        ("COMMIT", ()),
+                    ]
+                )
+            except BaseException as e:
+                _roll_back(conn)
+                if isinstance(e, psycopg.IntegrityError):
+                    raise _SplitGroup from e
+                raise
+
+
+def _roll_back(conn: psycopg.Connection[Any]) -> None:
+    """End the transaction a failed group left open (a broken connection is the pool's)."""
+    if conn.info.transaction_status is not TransactionStatus.IDLE:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
 
 
 def _next_rows(curs: psycopg.Cursor[Any]) -> psycopg.Cursor[Any]:

@@ -23,6 +23,7 @@ __all__ = [
     "apply_change",
     "apply_changes",
     "change_statements",
+    "counted_statements",
     "counts_statements",
     "insert_links",
     "insert_rows",
@@ -35,6 +36,15 @@ _LINK = f"INSERT INTO {LINKS} (parent_id, child_id, seq) VALUES (?, ?, ?) ON CON
 _INSERTS: dict[str, str] = {}
 _MOVE_COUNTS: dict[int, str] = {}
 _IDS_PER_READ = 500
+_COUNTED = (
+    f"WITH old AS (SELECT state FROM {TABLE} WHERE id = ?), "
+    "hit AS ({update} RETURNING state), "
+    "moved AS (SELECT old.state AS s, -1 AS d FROM old, hit WHERE old.state <> hit.state "
+    "UNION ALL SELECT hit.state, 1 FROM old, hit WHERE old.state <> hit.state) "
+    f"INSERT INTO {COUNTS} (state, n) SELECT s, d FROM moved "
+    f"ON CONFLICT (state) DO UPDATE SET n = {COUNTS}.n + excluded.n"
+)
+"""An update that sets a state, with the counts' move in the same statement (PostgreSQL)."""
 
 
 def _insert_sql(table: str) -> str:
@@ -72,6 +82,28 @@ def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> 
         changed = c.run_all(statements)
         for change, tell in zip(run, tells, strict=True):
             _count(c, change, known, counts, changed=tell is None or changed[tell] > 0)
+
+
+def counted_statements(
+    changes: Sequence[Change], counts: dict[str, int]
+) -> list[tuple[str, Sequence[object]]]:
+    """Return statements that write `changes` and move the counts by state with them (PostgreSQL).
+
+    Nothing is read back: an update that sets a state also moves the counts, in the same
+    statement, from the row's state before to its state after, if it changed a row and the
+    state moved. New rows' states are added to `counts`, for the group to write once.
+    """
+    statements: list[tuple[str, Sequence[object]]] = []
+    for change in changes:
+        mine, tell = change_statements(change)
+        if change.insert:
+            state = change.values["state"]
+            counts[state] = counts.get(state, 0) + 1
+        elif tell is not None:
+            sql, params = mine[tell]
+            mine[tell] = (_COUNTED.format(update=sql), [change.job_id, *params])
+        statements.extend(mine)
+    return statements
 
 
 def _one_change_per_row(changes: Sequence[Change], start: int) -> Sequence[Change]:
