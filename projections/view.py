@@ -42,9 +42,9 @@ from schedlog.projections.schema import POSITION, TABLE, view_ddl
 from schedlog.projections.sql import Cur, Db, Dialect
 from schedlog.projections.writes import (
     apply_changes,
-    counted_statements,
     counts_statements,
     move_counts,
+    unread_statements,
 )
 
 if TYPE_CHECKING:
@@ -391,12 +391,17 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
                     save.ids, save.error = None, IntegrityError(str(split.__cause__))
 
     def _commit_together(self, group: list[Save]) -> None:
-        """Commit the group in two round trips, whatever its size, both under the table lock.
+        """Commit the group in three round trips, whatever its size, all under the table lock.
 
-        Two query strings, bound on the client (psycopg's quoting): BEGIN, the library's lock
-        and NOTIFY, the view's position and every save's events in one INSERT; then the view's
-        rows, which move the counts by state themselves (`counted_statements`), the position
-        and COMMIT. (It was two round trips per save, one per view statement, and four more.)
+        Three query strings, bound on the client (psycopg's quoting): BEGIN, the library's lock
+        and NOTIFY, the view's position and every save's events in one INSERT; the view's rows
+        (`apply_changes`, which reads what each changed); the counts by state, the position and
+        COMMIT. A group that only adds rows (schedules) needs no reading back: its rows go with
+        the commit, in two round trips. (It was two per save, one per view statement, and four.)
+
+        Moving the counts inside each row's UPDATE (a CTE) saved one more round trip but
+        updated the counts' rows once per job instead of once per group: PostgreSQL's CPU rose
+        from 0.37 to 0.58 of a core and a 1-node drain fell from about 4,800 to 4,190 jobs/s.
         """
         events = [event for save in group for event in save.events]
         rows = [
@@ -423,10 +428,12 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
                     if save.ids:
                         mine, position = self._changes_of(cur, position, save, counts)
                         changes.extend(mine)
-                statements = counted_statements(changes, counts)
+                rows_now = unread_statements(changes, counts)
+                if rows_now is None:  # some state changes: learn which rows they changed
+                    apply_changes(cur, changes, counts)
                 cur.run_all(
                     [
-                        *statements,
+                        *(rows_now or ()),
                         *counts_statements(counts),
                         (_SET_POSITION, (VIEW_NAME, position)),
                         ("COMMIT", ()),

@@ -23,11 +23,11 @@ __all__ = [
     "apply_change",
     "apply_changes",
     "change_statements",
-    "counted_statements",
     "counts_statements",
     "insert_links",
     "insert_rows",
     "move_counts",
+    "unread_statements",
 ]
 
 _ROW_VALUES = operator.itemgetter(*COLUMNS)
@@ -36,15 +36,6 @@ _LINK = f"INSERT INTO {LINKS} (parent_id, child_id, seq) VALUES (?, ?, ?) ON CON
 _INSERTS: dict[str, str] = {}
 _MOVE_COUNTS: dict[int, str] = {}
 _IDS_PER_READ = 500
-_COUNTED = (
-    f"WITH old AS (SELECT state FROM {TABLE} WHERE id = ?), "
-    "hit AS ({update} RETURNING state), "
-    "moved AS (SELECT old.state AS s, -1 AS d FROM old, hit WHERE old.state <> hit.state "
-    "UNION ALL SELECT hit.state, 1 FROM old, hit WHERE old.state <> hit.state) "
-    f"INSERT INTO {COUNTS} (state, n) SELECT s, d FROM moved "
-    f"ON CONFLICT (state) DO UPDATE SET n = {COUNTS}.n + excluded.n"
-)
-"""An update that sets a state, with the counts' move in the same statement (PostgreSQL)."""
 
 
 def _insert_sql(table: str) -> str:
@@ -84,24 +75,22 @@ def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> 
             _count(c, change, known, counts, changed=tell is None or changed[tell] > 0)
 
 
-def counted_statements(
+def unread_statements(
     changes: Sequence[Change], counts: dict[str, int]
-) -> list[tuple[str, Sequence[object]]]:
-    """Return statements that write `changes` and move the counts by state with them (PostgreSQL).
+) -> list[tuple[str, Sequence[object]]] | None:
+    """Return the statements of `changes` if none needs reading back; add their moves to `counts`.
 
-    Nothing is read back: an update that sets a state also moves the counts, in the same
-    statement, from the row's state before to its state after, if it changed a row and the
-    state moved. New rows' states are added to `counts`, for the group to write once.
+    New rows (`Scheduled`) and updates that set no state can be sent with the commit: what
+    they do to the counts is known without asking. None if some change sets a state.
     """
     statements: list[tuple[str, Sequence[object]]] = []
     for change in changes:
         mine, tell = change_statements(change)
+        if tell is not None:
+            return None
         if change.insert:
             state = change.values["state"]
             counts[state] = counts.get(state, 0) + 1
-        elif tell is not None:
-            sql, params = mine[tell]
-            mine[tell] = (_COUNTED.format(update=sql), [change.job_id, *params])
         statements.extend(mine)
     return statements
 
