@@ -36,6 +36,15 @@ _LINK = f"INSERT INTO {LINKS} (parent_id, child_id, seq) VALUES (?, ?, ?) ON CON
 _INSERTS: dict[str, str] = {}
 _MOVE_COUNTS: dict[int, str] = {}
 _IDS_PER_READ = 500
+_COUNTED = (
+    f"WITH old AS (SELECT state FROM {TABLE} WHERE id = ?), "
+    "hit AS ({update} RETURNING state), "
+    "moved AS (SELECT old.state AS s, -1 AS d FROM old, hit WHERE old.state <> hit.state "
+    "UNION ALL SELECT hit.state, 1 FROM old, hit WHERE old.state <> hit.state) "
+    f"INSERT INTO {COUNTS} (state, n) SELECT s, d FROM moved "
+    f"ON CONFLICT (state) DO UPDATE SET n = {COUNTS}.n + excluded.n"
+)
+"""An update that sets a state, and the counts' move from the row's state before to after."""
 
 
 def _insert_sql(table: str) -> str:
@@ -76,22 +85,29 @@ def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> 
 
 
 def unread_statements(
-    changes: Sequence[Change], counts: dict[str, int]
+    changes: Sequence[Change], counts: dict[str, int], *, counted: int = 0
 ) -> list[tuple[str, Sequence[object]]] | None:
-    """Return the statements of `changes` if none needs reading back; add their moves to `counts`.
+    """Return statements for `changes` that need no reading back; add their moves to `counts`.
 
     New rows (`Scheduled`) and updates that set no state can be sent with the commit: what
-    they do to the counts is known without asking. None if some change sets a state.
+    they do to the counts is known without asking. Up to `counted` updates that set a state
+    move the counts themselves, in the same statement (PostgreSQL); None if there are more.
     """
     statements: list[tuple[str, Sequence[object]]] = []
+    added: list[str] = []
     for change in changes:
         mine, tell = change_statements(change)
         if tell is not None:
-            return None
-        if change.insert:
-            state = change.values["state"]
-            counts[state] = counts.get(state, 0) + 1
+            counted -= 1
+            if counted < 0:
+                return None
+            sql, params = mine[tell]
+            mine[tell] = (_COUNTED.format(update=sql), [change.job_id, *params])
+        elif change.insert:
+            added.append(change.values["state"])
         statements.extend(mine)
+    for state in added:
+        counts[state] = counts.get(state, 0) + 1
     return statements
 
 
