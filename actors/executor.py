@@ -43,17 +43,17 @@ class ExecutorActor(RuntimeActor):
         `JobsFinished` follows when the save ends.
         """
         match message:
-            case RunJob((job_id,)):
-                self._run_one(job_id)
+            case RunJob((job_id,), not_before):
+                self._run_one(job_id, not_before)
             case RunJob(job_ids):
                 self._run_batch(job_ids)
             case _:
                 log.warning("executor: unexpected message %r", message)
         return None
 
-    def _run_one(self, job_id: str) -> None:
+    def _run_one(self, job_id: str, not_before: int) -> None:
         try:
-            outcome = self._runner.run(job_id)
+            outcome = self._runner.run(job_id, not_before)
         except Exception as error:
             outcome = self._could_not_run(job_id, error)
         if isinstance(outcome, Future):

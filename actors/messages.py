@@ -52,9 +52,14 @@ class LogAdvanced:
 
 @dataclass(frozen=True, slots=True)
 class RunJob:
-    """An executor should run these jobs now, one after another (more than one: a backlog)."""
+    """An executor should run these jobs now, one after another (more than one: a backlog).
+
+    A lone job may come up to `LEAD_MS` before it is due: the executor reads it, then starts
+    it at `not_before` (epoch ms; 0: at once).
+    """
 
     job_ids: tuple[str, ...]
+    not_before: int = 0
 
 
 @dataclass(frozen=True, slots=True)

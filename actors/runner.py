@@ -121,14 +121,18 @@ class JobRunner:
     def _finish(self, commit: Callable[[], DueJob | None]) -> DueJob | Future[DueJob | None] | None:
         return commit() if self._commits is None else self._commits.submit(commit)
 
-    def run(self, job_id: str) -> DueJob | Future[DueJob | None] | None:
+    def run(self, job_id: str, not_before: int = 0) -> DueJob | Future[DueJob | None] | None:
         """Run `job_id` if it is pending and due; return when to try it again, if it must be.
 
-        A future stands for that answer while the attempt's last save is under way.
+        A job handed over before it is due is read at once and started at `not_before`: the
+        read is then not part of its start lag. A future stands for that answer while the
+        attempt's last save is under way.
         """
         job = self._host.load_job(job_id)
         if job is None or job.state is not JobState.PENDING:
             return None  # finished, canceled or claimed meanwhile
+        if not_before > self._host.clock.now_ms() and not self._wait_until(not_before):
+            return DueJob(not_before, 0, job_id)  # closing: not started, still pending
         if job.next_run_ms > self._host.clock.now_ms():
             return DueJob(job.next_run_ms, 0, job_id)  # a stale entry: a retry moved it later
         # S8: looked up again when it runs; `invoke` fails a function no longer registered.
@@ -311,14 +315,18 @@ class JobRunner:
         job.complete(Outcome(completed.outcome), completed.at_ms, completed.error)
         return job
 
-    def _pause(self, job_id: str, ms: int) -> bool:
-        """Wait `ms` on the injected clock; False if the runtime is closing meanwhile."""
+    def _wait_until(self, at_ms: int) -> bool:
+        """Wait for `at_ms` on the injected clock; False if the runtime is closing meanwhile."""
         woken = threading.Event()
-        until = self._host.clock.now_ms() + ms
-        self._host.backing_off(job_id, until)
-        wakeup = self._host.clock.wake_at(until, woken.set)
+        wakeup = self._host.clock.wake_at(at_ms, woken.set)
         while not woken.wait(0.1):
             if self.closing.is_set():
                 wakeup.cancel()
                 return False
         return True
+
+    def _pause(self, job_id: str, ms: int) -> bool:
+        """Wait `ms` on the injected clock; False if the runtime is closing meanwhile."""
+        until = self._host.clock.now_ms() + ms
+        self._host.backing_off(job_id, until)
+        return self._wait_until(until)

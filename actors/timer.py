@@ -50,6 +50,9 @@ their claims and commits then share transactions (a backlog drains several times
 BEHIND_MS = 20
 """How late the earliest due job must be before executors take batches: a job that has just
 come due starts alone, on the first free executor (a batch's jobs start one after another)."""
+LEAD_MS = 2
+"""How long before its due time a job that comes due alone goes to an idle executor, which
+reads it and starts it on time: the wake-up, the hand-over and the read are not in its lag."""
 _MAX_SEQ = 2**63 - 1
 READ_RETRY_MS = 250
 NODES_REFRESH_MS = 50
@@ -305,14 +308,16 @@ class TimerActor(RuntimeActor):
         running it, and a lost race should cost one job's attempt, not a batch's.
         """
         heap, idle = self._heap, self._idle
-        if not (idle and heap and heap[0].run_at <= now):
+        if not (idle and heap and heap[0].run_at <= now + LEAD_MS):
             return
-        limit = len(idle) * (BATCH if heap[0].run_at <= now - BEHIND_MS else 1)
+        behind = heap[0].run_at <= now - BEHIND_MS
+        limit = len(idle) * (BATCH if behind else 1)
+        until = now if behind else now + LEAD_MS  # jobs coming due start alone, on time
         due: list[DueJob] = []
         units: list[list[DueJob]] = []  # what each executor takes: one job alone, or a batch
         while (
             heap
-            and heap[0].run_at <= now
+            and heap[0].run_at <= until
             and len(due) + len(units) < limit
             and len(units) < len(idle)  # jobs that start alone fill the executors by themselves
         ):
@@ -330,13 +335,17 @@ class TimerActor(RuntimeActor):
             for job in unit:
                 self._queued.discard(job.job_id)
                 self._running[job.job_id] = job
-            idle.pop().tell(RunJob(tuple(job.job_id for job in unit)))
+            early = len(unit) == 1 and unit[0].run_at > now
+            if early:  # the executor waits for it: not busy (for `settle`) until then
+                self._backing_off[unit[0].job_id] = unit[0].run_at
+            not_before = unit[0].run_at if early else 0
+            idle.pop().tell(RunJob(tuple(job.job_id for job in unit), not_before))
 
     def _arm(self, now: int) -> None:
         if self._boundary is None:
             deadline = self._retry_at  # the last read failed
         elif self._heap:
-            deadline = self._heap[0].run_at
+            deadline = self._heap[0].run_at - LEAD_MS
             if deadline <= now:
                 return  # due but no idle executor: a JobsFinished will pump
         elif self._truncated:

@@ -37,6 +37,43 @@ def test_due_order_then_fifo_s13(clock: FakeClock, store_url: str) -> None:
         app.close()
 
 
+def test_a_job_read_ahead_of_its_due_time_starts_at_it_not_before_s13(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    started: list[int] = []
+
+    @app.action(name="jobs:stamp")
+    def stamp(ctx) -> None:
+        started.append(ctx.now_ms)
+
+    @app.mutation(name="jobs:stamp_m")
+    def stamp_m(ctx) -> None:
+        started.append(ctx.now_ms)
+
+    try:
+        action = app.scheduler.run_after(10, stamp)
+        mutation = app.scheduler.run_after(20, stamp_m)
+        app.start()
+        clock.advance(9)  # within LEAD_MS: the action is handed over and read, not started
+        app.wait_until_idle()  # a job waiting for its due time does not keep the App busy
+        assert started == []
+        assert state(app, action) == "pending"
+        clock.advance(1)
+        app.wait_until_idle()
+        clock.advance(9)
+        app.wait_until_idle()
+        assert started == [T0 + 10]
+        assert state(app, mutation) == "pending"
+        clock.advance(1)
+        app.wait_until_idle()
+        assert started == [T0 + 10, T0 + 20]
+        assert [state(app, j) for j in (action, mutation)] == ["success", "success"]
+        assert app.history(action)[1]["time"] == T0 + 10  # Started, at the due time
+    finally:
+        app.close()
+
+
 def test_at_most_max_concurrency_run_at_once_s13(clock: FakeClock, store_url: str) -> None:
     app = App(store=store_url, clock=clock, max_concurrency=2)
     lock = threading.Lock()

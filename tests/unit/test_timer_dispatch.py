@@ -6,7 +6,7 @@ import zlib
 from typing import Any
 
 from schedlog.actors.messages import RunJob
-from schedlog.actors.timer import BATCH, BEHIND_MS, Spread, TimerActor
+from schedlog.actors.timer import BATCH, BEHIND_MS, LEAD_MS, Spread, TimerActor
 from schedlog.projections.queries import DueJob
 from schedlog.testing import FakeClock
 
@@ -44,10 +44,12 @@ class Executor:
 
     def __init__(self) -> None:
         self.told: list[tuple[str, ...]] = []
+        self.not_before: list[int] = []
 
     def tell(self, message: Any) -> None:
         assert isinstance(message, RunJob)
         self.told.append(message.job_ids)
+        self.not_before.append(message.not_before)
 
 
 def _jobs(n: int, run_at: int = T0) -> list[DueJob]:
@@ -101,3 +103,20 @@ def test_another_nodes_jobs_are_never_batched() -> None:
     assert any(len(unit) > 1 for unit in units)  # its own jobs were batched
     for unit in units:
         assert len(unit) == 1 or set(unit) <= mine
+
+
+def test_a_job_coming_due_goes_to_an_executor_lead_ms_early_with_its_start_time_s13() -> None:
+    soon = [DueJob(T0 + LEAD_MS, 1, "job-soon")]
+    clock = FakeClock(T0)
+    (ref,) = _dispatch(clock, Source([*soon, DueJob(T0 + LEAD_MS + 1, 2, "job-later")]), 1)
+    assert ref.told == [("job-soon",)]
+    assert ref.not_before == [T0 + LEAD_MS]  # read now, started at its due time
+    early = _dispatch(FakeClock(T0 - 1), Source(soon), executors=1)
+    assert [r.told for r in early] == [[]]  # more than LEAD_MS ahead: not yet
+
+
+def test_due_jobs_and_batches_start_at_once() -> None:
+    refs = _dispatch(FakeClock(T0), Source(_jobs(2)), executors=2)
+    assert [r.not_before for r in refs] == [[0], [0]]
+    behind = _dispatch(FakeClock(T0 + BEHIND_MS), Source(_jobs(10)), executors=2)
+    assert [r.not_before for r in behind] == [[0], [0]]
