@@ -76,6 +76,15 @@ _SET_POSITION = (
     "ON CONFLICT (view) DO UPDATE SET position = excluded.position"
 )
 _CREATE_TRIES = 3
+_ONLY_OURS = (
+    "SELECT 1 / (CASE WHEN (SELECT count(*) FROM {events} WHERE notification_id > "  # noqa: S608
+    f"COALESCE((SELECT position FROM {POSITION} WHERE view = ?), 0)) = ? THEN 1 ELSE 0 END)"
+)
+_POSITION_IS_LAST = (
+    f"INSERT INTO {POSITION} (view, position) "  # noqa: S608
+    "SELECT ?, MAX(notification_id) FROM {events} "
+    "ON CONFLICT (view) DO UPDATE SET position = excluded.position"
+)
 COUNTED_IN_SQL = 2
 """Up to this many state changes in a PostgreSQL group move the counts by state themselves.
 
@@ -137,6 +146,10 @@ class ViewKeeper:
         assert ids  # noqa: S101 - the recorders call it once the events are in
         if ids[0] > position + 1:
             self._fold(cur, position, ids[0] - 1, counts)
+        return self._job_changes(save, ids), ids[-1]
+
+    def _job_changes(self, save: Save, ids: Sequence[int]) -> list[Change]:
+        """Return the view changes of a save's job events, whose ids in the log are `ids`."""
         given = {
             (str(e.originator_id), e.originator_version): e
             for e in save.kwargs.get(VIEW_EVENTS, ())
@@ -159,7 +172,7 @@ class ViewKeeper:
             change = change_for(event, nid)
             if change is not None:
                 changes.append(change)
-        return merge_changes(changes), ids[-1]
+        return merge_changes(changes)
 
     def _decode(self, notification: Notification) -> object:
         if self.decode is None:
@@ -397,13 +410,13 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
                     save.ids, save.error = None, IntegrityError(str(split.__cause__))
 
     def _commit_together(self, group: list[Save]) -> None:
-        """Commit the group in three round trips, whatever its size, all under the table lock.
+        """Commit the group in one round trip if it is small, else in three, all under the lock.
 
-        Three query strings, bound on the client (psycopg's quoting): BEGIN, the library's lock
-        and NOTIFY, the view's position and every save's events in one INSERT; the view's rows
+        Small groups (a claim, an outcome, schedules): `_commit_at_once`. Otherwise three
+        query strings, bound on the client (psycopg's quoting): BEGIN, the library's lock and
+        NOTIFY, the view's position and every save's events in one INSERT; the view's rows
         (`apply_changes`, which reads what each changed); the counts by state, the position and
-        COMMIT. A group that only adds rows (schedules) needs no reading back: its rows go with
-        the commit, in two round trips. (It was two per save, one per view statement, and four.)
+        COMMIT. (It was two round trips per save, one per view statement, and four more.)
 
         Moving the counts inside each row's UPDATE (a CTE) saved one more round trip but
         updated the counts' rows once per job instead of once per group: PostgreSQL's CPU rose
@@ -418,6 +431,8 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
             if self._lock_text is None:
                 self._lock_text = self._lock_and_position.as_string(conn)
             insert = psycopg.ClientCursor(conn).mogrify(self.insert_events_statement, (rows,))
+            if self._commit_at_once(group, curs, insert, len(events)):
+                return
             try:
                 curs.execute(f"BEGIN; {self._lock_text}; {insert}")
                 row = _next_rows(curs).fetchone()
@@ -450,6 +465,55 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
                 if isinstance(e, psycopg.IntegrityError):
                     raise _SplitGroup from e
                 raise
+
+    def _commit_at_once(
+        self, group: list[Save], curs: psycopg.Cursor[Any], insert: str, n_events: int
+    ) -> bool:
+        """Commit a small group in one round trip; False if it must take the longer way.
+
+        Small: at most `COUNTED_IN_SQL` state changes (a claim, an outcome, schedules). The
+        whole transaction is one query string, so the table lock is held for PostgreSQL's
+        work alone: new rows read their `seq` from the log in their INSERT, the position is
+        the log's last id, and a check fails the transaction (division by zero) if the log
+        holds events after the view's position that are not the group's (they must be folded
+        in first, which needs the longer way).
+        """
+        counts: dict[str, int] = {}
+        changes = [
+            change for save in group for change in self._job_changes(save, [0] * len(save.events))
+        ]
+        events = self.events_table_name
+        statements = unread_statements(changes, counts, counted=COUNTED_IN_SQL, seq_from=events)
+        if statements is None:
+            return False
+        conn = curs.connection
+        text = "; ".join(
+            psycopg.ClientCursor(conn).mogrify(sql.replace("?", "%s"), list(params))
+            for sql, params in [
+                (_ONLY_OURS.format(events=events), (VIEW_NAME, n_events)),
+                *statements,
+                *counts_statements(counts),
+                (_POSITION_IS_LAST.format(events=events), (VIEW_NAME,)),
+            ]
+        )
+        try:
+            curs.execute(f"BEGIN; {self._lock_text}; {insert}; {text}; COMMIT")
+            _next_rows(curs)  # the view's position, read with the lock
+            curs.nextset()
+            ids = [r["notification_id"] for r in _next_rows(curs).fetchall()]
+        except psycopg.errors.DivisionByZero:
+            _roll_back(curs.connection)
+            return False  # events to fold in first
+        except BaseException as e:
+            _roll_back(curs.connection)
+            if isinstance(e, psycopg.IntegrityError):
+                raise _SplitGroup from e
+            raise
+        first = 0
+        for save in group:  # the ids come back in the order the events went in
+            save.ids = ids[first : first + len(save.events)]
+            first += len(save.events)
+        return True
 
 
 def _roll_back(conn: psycopg.Connection[Any]) -> None:

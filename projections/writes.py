@@ -85,18 +85,26 @@ def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> 
 
 
 def unread_statements(
-    changes: Sequence[Change], counts: dict[str, int], *, counted: int = 0
+    changes: Sequence[Change],
+    counts: dict[str, int],
+    *,
+    counted: int = 0,
+    seq_from: str | None = None,
 ) -> list[tuple[str, Sequence[object]]] | None:
     """Return statements for `changes` that need no reading back; add their moves to `counts`.
 
     New rows (`Scheduled`) and updates that set no state can be sent with the commit: what
     they do to the counts is known without asking. Up to `counted` updates that set a state
     move the counts themselves, in the same statement (PostgreSQL); None if there are more.
+    With `seq_from` (the events table), a new row's `seq` is read there, in the statement: its
+    `Scheduled` event's id, issued in the same transaction (PostgreSQL).
     """
     statements: list[tuple[str, Sequence[object]]] = []
     added: list[str] = []
     for change in changes:
         mine, tell = change_statements(change)
+        if change.insert and seq_from is not None:
+            mine = _insert_seq_from(change, seq_from)
         if tell is not None:
             counted -= 1
             if counted < 0:
@@ -108,6 +116,25 @@ def unread_statements(
         statements.extend(mine)
     for state in added:
         counts[state] = counts.get(state, 0) + 1
+    return statements
+
+
+def _insert_seq_from(change: Change, events: str) -> list[tuple[str, Sequence[object]]]:
+    """Return a new row's INSERT (and link) with its `seq` read from `events`.
+
+    Its `seq` is the id of its `Scheduled` (version 1), issued in the same transaction.
+    """
+    seq = (
+        f"(SELECT notification_id FROM {events} WHERE originator_id = ? AND originator_version = 1)"
+    )
+    marks = [seq if col == "seq" else "?" for col in COLUMNS]
+    params = [change.job_id if col == "seq" else change.values[col] for col in COLUMNS]
+    statements: list[tuple[str, Sequence[object]]] = [
+        (f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join(marks)})", params)
+    ]
+    parent = change.values["parent_id"]
+    if parent is not None:
+        statements.append((_LINK.replace("?)", f"{seq})"), (parent, change.job_id, change.job_id)))
     return statements
 
 

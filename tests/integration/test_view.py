@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from schedlog import App, InvalidQueryError
-from schedlog.events import ConflictError, Outcome
+from schedlog.events import ConflictError, FunctionKind, Outcome, ScheduledFunction
 from schedlog.projections.rows import apply_to_rows, change_for
 from schedlog.projections.schema import POSITION, TABLE
 from schedlog.projections.sql import Dialect
@@ -170,6 +170,45 @@ def test_events_written_without_the_view_are_folded_in_once_s26(
         assert len(reopened.scheduled_functions.query().items) == 3
     finally:
         reopened.close()
+
+
+def test_a_commit_folds_in_events_that_reached_the_log_without_the_view_s26(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock)
+
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+    try:
+        first = app.scheduler.run_after(0, a)
+        # A job written straight to the log, past the view (as an older version would).
+        other = ScheduledFunction.schedule(
+            name="jobs:a",
+            kind=FunctionKind.ACTION,
+            args=[],
+            kwargs={},
+            scheduled_time_ms=T0,
+            creation_time_ms=T0,
+            parent_id=None,
+        )
+        stored = [app.store.mapper.to_stored_event(e) for e in other.collect_events()]
+        library = type(app.store.recorder).__mro__[1]  # the library's own recorder
+        library.insert_events(app.store.recorder, stored)
+        assert app.scheduled_functions.get(other.job_id) is None
+        second = app.scheduler.run_after(0, a)  # its commit folds the other job in first
+        assert [state(app, j) for j in (first, other.job_id, second)] == ["pending"] * 3
+        assert app.stats().counts["pending"] == 3
+        assert app.store.view_recorder.position() == log_position(app)
+        rows: dict[str, dict] = {}
+        for n in app.store.recorder.select_notifications(start=1, limit=10_000):
+            change = change_for(app.store.mapper.to_domain_event(n), n.id)
+            if change is not None:
+                apply_to_rows(rows, change)
+        assert view_table(app) == rows
+    finally:
+        app.close()
 
 
 def test_memory_store_keeps_the_same_real_view() -> None:
