@@ -85,6 +85,9 @@ _POSITION_IS_LAST = (
     "SELECT ?, MAX(notification_id) FROM {events} "
     "ON CONFLICT (view) DO UPDATE SET position = excluded.position"
 )
+AT_ONCE_EVENTS = 64
+"""At most this many events commit in one round trip: each new row then reads its `seq` from
+the log, which for 1,000 jobs scheduled at once (`run_mutation`) cost 17% of their rate."""
 COUNTED_IN_SQL = 2
 """Up to this many state changes in a PostgreSQL group move the counts by state themselves.
 
@@ -471,13 +474,15 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
     ) -> bool:
         """Commit a small group in one round trip; False if it must take the longer way.
 
-        Small: at most `COUNTED_IN_SQL` state changes (a claim, an outcome, schedules). The
+        Small: at most `COUNTED_IN_SQL` state changes and `AT_ONCE_EVENTS` events. The
         whole transaction is one query string, so the table lock is held for PostgreSQL's
         work alone: new rows read their `seq` from the log in their INSERT, the position is
         the log's last id, and a check fails the transaction (division by zero) if the log
         holds events after the view's position that are not the group's (they must be folded
         in first, which needs the longer way).
         """
+        if n_events > AT_ONCE_EVENTS:
+            return False
         counts: dict[str, int] = {}
         changes = [
             change for save in group for change in self._job_changes(save, [0] * len(save.events))
