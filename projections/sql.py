@@ -50,6 +50,10 @@ class Cur:
         else:
             self._raw.executemany(sql, params)
 
+    def execute_sql(self, query: Any) -> None:
+        """Run a statement psycopg composed (`psycopg.sql`), with no parameters (PostgreSQL)."""
+        self._raw.execute(query)
+
     def run_all(self, statements: Sequence[tuple[str, Sequence[object]]]) -> list[int]:
         """Run `statements` in order; return how many rows each one changed.
 

@@ -6,6 +6,7 @@ import contextlib
 import sqlite3
 import threading
 import time
+import uuid
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -13,11 +14,12 @@ import pytest
 
 from schedlog import App, InvalidQueryError
 from schedlog.events import ConflictError, FunctionKind, Outcome, ScheduledFunction
+from schedlog.projections import view as view_module
 from schedlog.projections.rows import apply_to_rows, change_for
 from schedlog.projections.schema import POSITION, TABLE
-from schedlog.projections.sql import Dialect
+from schedlog.projections.sql import Cur, Dialect
 from schedlog.testing import FakeClock
-from tests.conftest import PG_DSN
+from tests.conftest import PG_DSN, pg_url
 from tests.integration.helpers import Account, execute, log_position, state, view_table
 
 if TYPE_CHECKING:
@@ -208,6 +210,42 @@ def test_a_commit_folds_in_events_that_reached_the_log_without_the_view_s26(
                 apply_to_rows(rows, change)
         assert view_table(app) == rows
     finally:
+        app.close()
+
+
+def test_catching_up_folds_nothing_twice_while_another_app_commits_s26(
+    clock: FakeClock, pg_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PostgreSQL only: on SQLite, catching up holds the write lock, so no commit can land
+    # in between (the other app's save would wait for it).
+    store_url = pg_url(f"{pg_server}_{uuid.uuid4().hex[:10]}")
+    app = App(store=store_url, clock=clock)
+    other = App(store=store_url, clock=clock)
+
+    def a(ctx) -> None:
+        del ctx
+
+    for each in (app, other):
+        each.action(name="jobs:a")(a)
+    try:
+        first = app.scheduler.run_after(0, a)
+        read = view_module.read_position
+        landed: list[str] = []
+
+        def racing(cur: Cur) -> int:
+            position = read(cur)
+            if not landed:  # another app commits between the position and the log's end
+                landed.append(other.scheduler.run_after(0, a))
+            return position
+
+        monkeypatch.setattr(view_module, "read_position", racing)
+        app.store.view_recorder.catch_up()
+        monkeypatch.undo()
+        assert [state(app, j) for j in (first, *landed)] == ["pending", "pending"]
+        assert app.stats().counts["pending"] == 2
+        assert app.store.view_recorder.position() == log_position(app)
+    finally:
+        other.close()
         app.close()
 
 
