@@ -33,8 +33,8 @@ from schedlog.errors import (
 )
 from schedlog.events import FunctionKind
 from schedlog.events.validation import is_plain_int
+from schedlog.projections.pg_view import PgViewRecorder
 from schedlog.projections.queries import DueJob, history_entries
-from schedlog.projections.view import PgViewRecorder
 from schedlog.registry import Registry
 from schedlog.store import ChangeListener, open_store
 from schedlog.urls import parse_store_url

@@ -19,9 +19,10 @@ from eventsourcing.utils import get_topic
 
 from schedlog.errors import ConflictError, StoreError
 from schedlog.events import ScheduledFunction
+from schedlog.projections.pg_view import PgViewRecorder
 from schedlog.projections.queries import DueJob, ScheduledFunctions
 from schedlog.projections.sql import Dialect
-from schedlog.projections.view import TABLE, VIEW_EVENTS, PgViewRecorder, ViewRecorder
+from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewRecorder
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -238,7 +239,7 @@ def open_store(config: StoreConfig) -> tuple[JobStore, ScheduledFunctions]:
         _create_schema(config)
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "APPLICATION_RECORDER_TOPIC": "schedlog.projections.view:PgViewRecorder",
+            "APPLICATION_RECORDER_TOPIC": "schedlog.projections.pg_view:PgViewRecorder",
             "CREATE_TABLE": "y",
             **config.postgres,
         }

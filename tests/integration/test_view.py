@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -15,12 +14,18 @@ import pytest
 from schedlog import App, InvalidQueryError
 from schedlog.events import ConflictError, FunctionKind, Outcome, ScheduledFunction
 from schedlog.projections import view as view_module
-from schedlog.projections.rows import apply_to_rows, change_for
 from schedlog.projections.schema import POSITION, TABLE
 from schedlog.projections.sql import Cur, Dialect
 from schedlog.testing import FakeClock
 from tests.conftest import PG_DSN, pg_url
-from tests.integration.helpers import Account, execute, log_position, state, view_table
+from tests.integration.helpers import (
+    Account,
+    execute,
+    fold_of_log,
+    log_position,
+    state,
+    view_table,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -133,13 +138,7 @@ def test_view_equals_the_fold_of_the_log_and_tracks_its_position_s26(
     app: App, filled: dict[str, list[str]]
 ) -> None:
     assert app.store.view_recorder.position() == log_position(app)
-    rows: dict[str, dict] = {}
-    mapper = app.store.mapper
-    for n in app.store.recorder.select_notifications(start=1, limit=10_000):
-        change = change_for(mapper.to_domain_event(n), n.id)
-        if change is not None:
-            apply_to_rows(rows, change)
-    assert view_table(app) == rows
+    assert view_table(app) == fold_of_log(app)
 
 
 def test_events_written_without_the_view_are_folded_in_once_s26(
@@ -203,12 +202,7 @@ def test_a_commit_folds_in_events_that_reached_the_log_without_the_view_s26(
         assert [state(app, j) for j in (first, other.job_id, second)] == ["pending"] * 3
         assert app.stats().counts["pending"] == 3
         assert app.store.view_recorder.position() == log_position(app)
-        rows: dict[str, dict] = {}
-        for n in app.store.recorder.select_notifications(start=1, limit=10_000):
-            change = change_for(app.store.mapper.to_domain_event(n), n.id)
-            if change is not None:
-                apply_to_rows(rows, change)
-        assert view_table(app) == rows
+        assert view_table(app) == fold_of_log(app)
     finally:
         app.close()
 
@@ -289,6 +283,19 @@ def write_lock_held(app: App, store_url: str) -> Iterator[None]:
         yield
 
 
+class _TellingQueue(list):
+    """The group commit's queue, telling waiters when a save joins it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grew = threading.Condition()
+
+    def append(self, save: object) -> None:
+        with self.grew:
+            super().append(save)
+            self.grew.notify_all()
+
+
 def queued_saves(
     app: App, store_url: str, saves: dict[str, Callable[[], object]]
 ) -> dict[str, object]:
@@ -297,6 +304,14 @@ def queued_saves(
     They then commit as one group; return what each returned or raised.
     """
     group = app.store.view_recorder._group
+    queue = group._queue = _TellingQueue()
+    commit, leading = group._commit, threading.Event()
+
+    def commit_telling(group_saves: list) -> None:
+        leading.set()  # the first save leads, and waits for the store's lock
+        commit(group_saves)
+
+    group._commit = commit_telling
     results: dict[str, object] = {}
 
     def run(name: str, do: Callable[[], object]) -> None:
@@ -305,23 +320,19 @@ def queued_saves(
         except Exception as error:
             results[name] = error
 
-    def wait_for(ready: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + 10
-        while not ready():
-            assert time.monotonic() < deadline, "the saves did not queue up"
-            time.sleep(0.001)
-
     threads = []
     with write_lock_held(app, store_url):
         threads.append(threading.Thread(target=run, args=("lead", lambda: app.save(Account("x")))))
         threads[0].start()
-        wait_for(lambda: group._busy)
+        assert leading.wait(10), "the first save did not lead"
         for n, (name, do) in enumerate(saves.items(), start=1):
             threads.append(threading.Thread(target=run, args=(name, do)))
             threads[-1].start()
-            wait_for(lambda n=n: len(group._queue) == n)
+            with queue.grew:
+                assert queue.grew.wait_for(lambda n=n: len(queue) == n, timeout=10)
     for thread in threads:
         thread.join(10)
+    group._commit = commit
     return results
 
 
@@ -379,12 +390,6 @@ def test_saves_queued_behind_a_commit_share_one_and_keep_their_own_ids_s26(
         counts = {state: n for state, n in app.stats().counts.items() if n}
         assert counts == {"inProgress": 1, "canceled": 1, "success": 1, "pending": 1}
         assert app.store.view_recorder.position() == log_position(app)
-        rows: dict[str, dict] = {}
-        mapper = app.store.mapper
-        for n in app.store.recorder.select_notifications(start=1, limit=10_000):
-            change = change_for(mapper.to_domain_event(n), n.id)
-            if change is not None:
-                apply_to_rows(rows, change)
-        assert view_table(app) == rows
+        assert view_table(app) == fold_of_log(app)
     finally:
         app.close()
