@@ -18,12 +18,12 @@ from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from schedlog.projections.group_commit import GroupCommit, Save
 from schedlog.projections.schema import POSITION, view_ddl
-from schedlog.projections.sql import Cur, Db, Dialect
+from schedlog.projections.sql import Cur, Db, Dialect, bind_all
 from schedlog.projections.view import SET_POSITION, VIEW_NAME, ViewKeeper
 from schedlog.projections.writes import apply_changes, counts_statements, unread_statements
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from eventsourcing.persistence import StoredEvent
     from eventsourcing.postgres import PostgresDatastore
@@ -176,19 +176,13 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
             insert = psycopg.ClientCursor(conn).mogrify(self.insert_events_statement, (rows,))
             if self._commit_at_once(group, curs, insert, len(events)):
                 return
-            try:
+            with _rolled_back_on_error(conn):
                 curs.execute(f"BEGIN; {self._lock_text}; {insert}")
-                row = _next_rows(curs).fetchone()
-                position = 0 if row is None else int(row["position"])
-                curs.nextset()
-                ids = [r["notification_id"] for r in _next_rows(curs).fetchall()]
+                position = _position_and_ids(curs, group)
                 cur = Cur(curs, Dialect.POSTGRES)  # the search_path is set for this transaction
                 counts: dict[str, int] = {}
                 changes: list[Change] = []
-                first = 0
-                for save in group:  # the ids come back in the order the events went in
-                    save.ids = ids[first : first + len(save.events)]
-                    first += len(save.events)
+                for save in group:
                     if save.ids:
                         mine, position = self._changes_of(cur, position, save, counts)
                         changes.extend(mine)
@@ -203,11 +197,6 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
                         ("COMMIT", ()),
                     ]
                 )
-            except BaseException as e:
-                _roll_back(conn)
-                if isinstance(e, psycopg.IntegrityError):
-                    raise _SplitGroup from e
-                raise
 
     def _commit_at_once(
         self, group: list[Save], curs: psycopg.Cursor[Any], insert: str, n_events: int
@@ -231,41 +220,54 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
         statements = unread_statements(changes, counts, counted=COUNTED_IN_SQL, seq_from=events)
         if statements is None:
             return False
-        conn = curs.connection
-        text = "; ".join(
-            psycopg.ClientCursor(conn).mogrify(sql.replace("?", "%s"), list(params))
-            for sql, params in [
+        text = bind_all(
+            curs.connection,
+            [
                 (_ONLY_OURS.format(events=events), (VIEW_NAME, n_events)),
                 *statements,
                 *counts_statements(counts),
                 (_POSITION_IS_LAST.format(events=events), (VIEW_NAME,)),
-            ]
+            ],
         )
         try:
-            curs.execute(f"BEGIN; {self._lock_text}; {insert}; {text}; COMMIT")
-            _next_rows(curs)  # the view's position, read with the lock
-            curs.nextset()
-            ids = [r["notification_id"] for r in _next_rows(curs).fetchall()]
+            with _rolled_back_on_error(curs.connection):
+                curs.execute(f"BEGIN; {self._lock_text}; {insert}; {text}; COMMIT")
+                _position_and_ids(curs, group)
         except psycopg.errors.DivisionByZero:
-            _roll_back(curs.connection)
             return False  # events to fold in first
-        except BaseException as e:
-            _roll_back(curs.connection)
-            if isinstance(e, psycopg.IntegrityError):
-                raise _SplitGroup from e
-            raise
-        first = 0
-        for save in group:  # the ids come back in the order the events went in
-            save.ids = ids[first : first + len(save.events)]
-            first += len(save.events)
         return True
 
 
-def _roll_back(conn: psycopg.Connection[Any]) -> None:
-    """End the transaction a failed group left open (a broken connection is the pool's)."""
-    if conn.info.transaction_status is not TransactionStatus.IDLE:
-        with contextlib.suppress(psycopg.Error):
-            conn.execute("ROLLBACK")
+@contextlib.contextmanager
+def _rolled_back_on_error(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """End the transaction a failed group left open; a conflict splits the group.
+
+    A broken connection is the pool's to discard.
+    """
+    try:
+        yield
+    except BaseException as e:
+        if conn.info.transaction_status is not TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        if isinstance(e, psycopg.IntegrityError):
+            raise _SplitGroup from e
+        raise
+
+
+def _position_and_ids(curs: psycopg.Cursor[Any], group: list[Save]) -> int:
+    """Read the view's position and the events' ids; hand each save its ids; return the position.
+
+    The ids come back in the order the events went in.
+    """
+    row = _next_rows(curs).fetchone()
+    curs.nextset()
+    ids = [r["notification_id"] for r in _next_rows(curs).fetchall()]
+    first = 0
+    for save in group:
+        save.ids = ids[first : first + len(save.events)]
+        first += len(save.events)
+    return 0 if row is None else int(row["position"])
 
 
 def _next_rows(curs: psycopg.Cursor[Any]) -> psycopg.Cursor[Any]:

@@ -17,7 +17,7 @@ from psycopg.rows import tuple_row
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
-__all__ = ["Cur", "Db", "Dialect"]
+__all__ = ["Cur", "Db", "Dialect", "bind_all"]
 
 
 class Dialect(enum.StrEnum):
@@ -66,10 +66,7 @@ class Cur:
                 self.execute(sql, params)
                 changed.append(self.rowcount)
             return changed
-        binder = psycopg.ClientCursor(self._raw.connection)
-        self._raw.execute(
-            "; ".join(binder.mogrify(sql.replace("?", "%s"), list(p)) for sql, p in statements)
-        )
+        self._raw.execute(bind_all(self._raw.connection, statements))
         changed = [self._raw.rowcount]
         while self._raw.nextset():
             changed.append(self._raw.rowcount)
@@ -109,6 +106,17 @@ class Cur:
         """Make the store's schema the one unqualified names resolve in (PostgreSQL)."""
         if self._dialect is Dialect.POSTGRES and schema:
             self._raw.execute(f'SET LOCAL search_path TO "{schema}"')
+
+
+def bind_all(
+    conn: psycopg.Connection[Any], statements: Sequence[tuple[str, Sequence[object]]]
+) -> str:
+    """Return `statements` (with `?` placeholders) as one PostgreSQL query string.
+
+    The values are bound on the client, by psycopg's own quoting (`ClientCursor.mogrify`).
+    """
+    binder = psycopg.ClientCursor(conn)
+    return "; ".join(binder.mogrify(sql.replace("?", "%s"), list(p)) for sql, p in statements)
 
 
 @dataclass(frozen=True, slots=True)

@@ -173,38 +173,31 @@ def test_events_written_without_the_view_are_folded_in_once_s26(
         reopened.close()
 
 
-def test_a_commit_folds_in_events_that_reached_the_log_without_the_view_s26(
-    clock: FakeClock, store_url: str
-) -> None:
-    app = App(store=store_url, clock=clock)
-
+def test_a_commit_folds_in_events_that_reached_the_log_without_the_view_s26(app: App) -> None:
     @app.action(name="jobs:a")
     def a(ctx) -> None:
         del ctx
 
-    try:
-        first = app.scheduler.run_after(0, a)
-        # A job written straight to the log, past the view (as an older version would).
-        other = ScheduledFunction.schedule(
-            name="jobs:a",
-            kind=FunctionKind.ACTION,
-            args=[],
-            kwargs={},
-            scheduled_time_ms=T0,
-            creation_time_ms=T0,
-            parent_id=None,
-        )
-        stored = [app.store.mapper.to_stored_event(e) for e in other.collect_events()]
-        library = type(app.store.recorder).__mro__[1]  # the library's own recorder
-        library.insert_events(app.store.recorder, stored)
-        assert app.scheduled_functions.get(other.job_id) is None
-        second = app.scheduler.run_after(0, a)  # its commit folds the other job in first
-        assert [state(app, j) for j in (first, other.job_id, second)] == ["pending"] * 3
-        assert app.stats().counts["pending"] == 3
-        assert app.store.view_recorder.position() == log_position(app)
-        assert view_table(app) == fold_of_log(app)
-    finally:
-        app.close()
+    first = app.scheduler.run_after(0, a)
+    # A job written straight to the log, past the view (as an older version would).
+    other = ScheduledFunction.schedule(
+        name="jobs:a",
+        kind=FunctionKind.ACTION,
+        args=[],
+        kwargs={},
+        scheduled_time_ms=T0,
+        creation_time_ms=T0,
+        parent_id=None,
+    )
+    stored = [app.store.mapper.to_stored_event(e) for e in other.collect_events()]
+    library = type(app.store.recorder).__mro__[1]  # the library's own recorder
+    library.insert_events(app.store.recorder, stored)
+    assert app.scheduled_functions.get(other.job_id) is None
+    second = app.scheduler.run_after(0, a)  # its commit folds the other job in first
+    assert [state(app, j) for j in (first, other.job_id, second)] == ["pending"] * 3
+    assert app.stats().counts["pending"] == 3
+    assert app.store.view_recorder.position() == log_position(app)
+    assert view_table(app) == fold_of_log(app)
 
 
 def test_catching_up_folds_nothing_twice_while_another_app_commits_s26(
@@ -337,59 +330,54 @@ def queued_saves(
 
 
 def test_saves_queued_behind_a_commit_share_one_and_keep_their_own_ids_s26(
-    clock: FakeClock, store_url: str
+    app: App, clock: FakeClock, store_url: str
 ) -> None:
-    app = App(store=store_url, clock=clock)
-
     @app.action(name="jobs:a")
     def a(ctx) -> None:
         del ctx
 
-    try:
-        ids = [app.scheduler.run_after(1_000, a, i) for i in range(3)]
-        claimed, canceled, finished = (app.load_job(i) for i in ids)
-        rival = app.load_job(ids[0])  # read at the same version as `claimed`
-        assert claimed
-        assert canceled
-        assert finished
-        assert rival
-        now = clock.now_ms()
-        claimed.start(app.node_id, now, now + 30_000)
-        canceled.cancel(now)
-        finished.start(app.node_id, now, now + 30_000)
-        finished.complete(Outcome.SUCCESS, now)
-        results = queued_saves(
-            app,
-            store_url,
-            {
-                "claimed": lambda: app.save(claimed),
-                "canceled": lambda: app.save(canceled),
-                "new": lambda: app.scheduler.run_after(0, a, 99),
-                "finished": lambda: app.save(finished),
-            },
-        )
-        assert not [r for r in results.values() if isinstance(r, Exception)]
-        new = results["new"]
-        assert isinstance(new, str)
-        # One that conflicts in a group is rolled back alone; the others commit.
-        rival.cancel(now)
-        again = queued_saves(
-            app,
-            store_url,
-            {"rival": lambda: app.save(rival), "other": lambda: app.save(Account("y"))},
-        )
-        assert isinstance(again["rival"], ConflictError)
-        assert not isinstance(again["other"], Exception)
-        assert [state(app, j) for j in (*ids, new)] == [
-            "inProgress",
-            "canceled",
-            "success",
-            "pending",
-        ]
-        assert [e["type"] for e in app.history(ids[0])] == ["Scheduled", "Started"]
-        counts = {state: n for state, n in app.stats().counts.items() if n}
-        assert counts == {"inProgress": 1, "canceled": 1, "success": 1, "pending": 1}
-        assert app.store.view_recorder.position() == log_position(app)
-        assert view_table(app) == fold_of_log(app)
-    finally:
-        app.close()
+    ids = [app.scheduler.run_after(1_000, a, i) for i in range(3)]
+    claimed, canceled, finished = (app.load_job(i) for i in ids)
+    rival = app.load_job(ids[0])  # read at the same version as `claimed`
+    assert claimed
+    assert canceled
+    assert finished
+    assert rival
+    now = clock.now_ms()
+    claimed.start(app.node_id, now, now + 30_000)
+    canceled.cancel(now)
+    finished.start(app.node_id, now, now + 30_000)
+    finished.complete(Outcome.SUCCESS, now)
+    results = queued_saves(
+        app,
+        store_url,
+        {
+            "claimed": lambda: app.save(claimed),
+            "canceled": lambda: app.save(canceled),
+            "new": lambda: app.scheduler.run_after(0, a, 99),
+            "finished": lambda: app.save(finished),
+        },
+    )
+    assert not [r for r in results.values() if isinstance(r, Exception)]
+    new = results["new"]
+    assert isinstance(new, str)
+    # One that conflicts in a group is rolled back alone; the others commit.
+    rival.cancel(now)
+    again = queued_saves(
+        app,
+        store_url,
+        {"rival": lambda: app.save(rival), "other": lambda: app.save(Account("y"))},
+    )
+    assert isinstance(again["rival"], ConflictError)
+    assert not isinstance(again["other"], Exception)
+    assert [state(app, j) for j in (*ids, new)] == [
+        "inProgress",
+        "canceled",
+        "success",
+        "pending",
+    ]
+    assert [e["type"] for e in app.history(ids[0])] == ["Scheduled", "Started"]
+    counts = {state: n for state, n in app.stats().counts.items() if n}
+    assert counts == {"inProgress": 1, "canceled": 1, "success": 1, "pending": 1}
+    assert app.store.view_recorder.position() == log_position(app)
+    assert view_table(app) == fold_of_log(app)
