@@ -245,7 +245,7 @@ def open_store(config: StoreConfig) -> tuple[JobStore, ScheduledFunctions]:
         }
     else:
         env = {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "PERSISTENCE_MODULE": "schedlog.projections.sqlite_store:SQLiteStoreFactory",
             "SQLITE_DBNAME": config.sqlite_dbname,
             "SQLITE_LOCK_TIMEOUT": str(config.lock_timeout_s),
             "APPLICATION_RECORDER_TOPIC": "schedlog.projections.view:ViewRecorder",

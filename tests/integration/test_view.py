@@ -29,6 +29,7 @@ from tests.integration.helpers import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
 T0 = 1_800_000_000_000
 
@@ -381,3 +382,28 @@ def test_saves_queued_behind_a_commit_share_one_and_keep_their_own_ids_s26(
     assert counts == {"inProgress": 1, "canceled": 1, "success": 1, "pending": 1}
     assert app.store.view_recorder.position() == log_position(app)
     assert view_table(app) == fold_of_log(app)
+
+
+def test_sqlite_connections_keep_every_statement_of_a_save_prepared(
+    sqlite_path: Path, clock: FakeClock
+) -> None:
+    """The library asks for a statement cache of one (`cached_statements=True`); ours holds all.
+
+    With a cache of one, each statement of a save but the last was compiled again on every call.
+    """
+    app = App(f"sqlite://{sqlite_path}", clock=clock)
+
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+    try:
+        job = app.scheduler.run_after(1_000, a)
+        app.scheduler.cancel(job)
+        with app.store.recorder.datastore.get_connection(commit=True) as conn:
+            prepared = [sql for (sql,) in conn._sqlite_conn.execute("SELECT sql FROM sqlite_stmt")]
+    finally:
+        app.close()
+    assert any(sql.startswith(f"INSERT INTO {TABLE} ") for sql in prepared), prepared
+    assert any(sql.startswith("INSERT INTO stored_events ") for sql in prepared), prepared
+    assert any(sql.startswith(f"UPDATE {TABLE} ") for sql in prepared), prepared
