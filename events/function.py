@@ -137,14 +137,14 @@ class ScheduledFunction(Aggregate):
 
     def start(self, node_id: str, at_ms: int, lease_until_ms: int | None = None) -> None:
         """Begin an attempt on `node_id` (the claim, S14 / S17)."""
-        next_state(self.job_id, self.state, Command.START)
+        next_state(self.id, self.state, Command.START)
         self._started(
             at_ms=at_ms, node_id=node_id, attempt=self.attempt, lease_until_ms=lease_until_ms
         )
 
     def retry(self, *, at_ms: int, error: str, next_run_ms: int) -> None:
         """Record a transient failure of the current attempt; run again at `next_run_ms`."""
-        next_state(self.job_id, self.state, Command.RETRY)
+        next_state(self.id, self.state, Command.RETRY)
         self._retried(at_ms=at_ms, attempt=self.attempt, error=error, next_run_ms=next_run_ms)
 
     def complete(self, outcome: Outcome, at_ms: int, error: str | None = None) -> None:
@@ -153,7 +153,7 @@ class ScheduledFunction(Aggregate):
             msg = f"job {self.job_id}: a failed outcome needs its error"
             raise ValueError(msg)
         next_state(
-            self.job_id,
+            self.id,
             self.state,
             Command.COMPLETE,
             outcome=outcome,
@@ -163,7 +163,7 @@ class ScheduledFunction(Aggregate):
 
     def cancel(self, at_ms: int) -> None:
         """Cancel a pending or running job (a finished one raises; callers skip those, S23)."""
-        next_state(self.job_id, self.state, Command.CANCEL)
+        next_state(self.id, self.state, Command.CANCEL)
         self._canceled(at_ms=at_ms)
 
     # Mutators: assign only.

@@ -33,7 +33,7 @@ _TABLE: dict[tuple[JobState, Command], JobState | None] = {
 
 
 def next_state(
-    job_id: str,
+    job_id: object,
     state: JobState,
     command: Command,
     *,
@@ -43,7 +43,7 @@ def next_state(
     """Return the state after `command`, or raise `InvalidTransitionError` naming the job.
 
     Args:
-        job_id: the job, for the error message.
+        job_id: the job (its id, or the UUID it is the text of), for the error message.
         state: the job's current state.
         command: what is asked.
         outcome: for `COMPLETE`, the outcome being recorded.
@@ -52,7 +52,7 @@ def next_state(
     """
     key = (state, command)
     if key not in _TABLE or (state is _C and not started):
-        raise InvalidTransitionError(job_id, state.value, command.value)
+        raise InvalidTransitionError(str(job_id), state.value, command.value)
     after = _TABLE[key]
     if after is None:
         if outcome is None:

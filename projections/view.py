@@ -128,14 +128,13 @@ class ViewKeeper:
     def _job_changes(self, save: Save, ids: Sequence[int]) -> list[Change]:
         """Return the view changes of a save's job events, whose ids in the log are `ids`."""
         given = {
-            (str(e.originator_id), e.originator_version): e
-            for e in save.kwargs.get(VIEW_EVENTS, ())
+            (e.originator_id, e.originator_version): e for e in save.kwargs.get(VIEW_EVENTS, ())
         }
         changes: list[Change] = []
         for stored, nid in zip(save.events, ids, strict=True):
             if not stored.topic.startswith(JOB_TOPIC_PREFIX):
                 continue
-            event = given.get((str(stored.originator_id), stored.originator_version))
+            event = given.get((stored.originator_id, stored.originator_version))
             if event is None:  # saved without its domain event at hand: decode it
                 event = self._decode(
                     Notification(
