@@ -1,15 +1,22 @@
-"""The SQLite datastore with a real statement cache per connection (write and read side).
+"""The SQLite datastore: a real statement cache per connection, and one writer connection.
 
 eventsourcing 9.5.6 opens its SQLite connections with `cached_statements=True`, which Python
 takes as a cache of ONE statement: every statement of a save but the last one run is parsed
 and planned again each time. A schedule ran 9 statements per save, so SQLite compiled about 8
 of them per call: about 15% of a `run_at`'s time and 20% of a `cancel`'s. `SQLiteStoreFactory`
 is the library's own factory with the same connections, but with a cache of `STATEMENT_CACHE`.
+
+The library's pool hands its connections out in turn (first in, first out). In WAL mode a
+connection drops its whole page cache whenever another connection has written since its last
+transaction, so every group commit began on a cold cache, reading the B-tree pages of the log,
+the view and its indexes again. `StatementCachingPool.writer` is one connection kept for the
+group commit alone (on a file; an in-memory store keeps the library's read/write interlock).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import InterfaceError
@@ -23,14 +30,44 @@ from eventsourcing.sqlite import (
 if TYPE_CHECKING:
     from eventsourcing.utils import Environment, EnvType
 
-__all__ = ["STATEMENT_CACHE", "SQLiteStoreFactory", "StatementCachingPool"]
+__all__ = ["FAST_BUSY_MS", "STATEMENT_CACHE", "SQLiteStoreFactory", "StatementCachingPool"]
 
 STATEMENT_CACHE = 256
 """Prepared statements kept per connection (Python's default is 128; ours are ~40 distinct)."""
+FAST_BUSY_MS = 1
+"""How long the writer waits in SQLite for another process's write lock, per attempt (the group
+commit retries; see `view.ViewRecorder._commit_group`)."""
 
 
 class StatementCachingPool(SQLiteConnectionPool):
     """The library's connection pool, its connections keeping their prepared statements."""
+
+    def __init__(self, *, db_name: str, lock_timeout: int | None = None) -> None:
+        super().__init__(db_name=db_name, lock_timeout=lock_timeout)
+        self._writer: SQLiteConnection | None = None
+        self._writer_lock_ = threading.Lock()
+
+    def writer(self) -> SQLiteConnection | None:
+        """Return the connection the group commit writes on; None for an in-memory store.
+
+        Only the group commit's leader uses it, one at a time. It waits `FAST_BUSY_MS` for
+        another process's write lock per attempt.
+        """
+        if self.is_sqlite_memory_mode:
+            return None
+        with self._writer_lock_:
+            if self._writer is None or self._writer.closed:
+                self._writer = self._create_connection()
+                self._writer.cursor().execute(f"PRAGMA busy_timeout = {FAST_BUSY_MS}")
+            return self._writer
+
+    def close(self) -> None:
+        """Close the pool's connections and the writer's."""
+        super().close()
+        with self._writer_lock_:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
 
     def _create_connection(self) -> SQLiteConnection:
         """Open a connection as the library does (WAL, autocommit, rows by name), caching."""

@@ -35,6 +35,7 @@ from schedlog.projections.rows import (
 )
 from schedlog.projections.schema import POSITION, TABLE, view_ddl
 from schedlog.projections.sql import Cur, Db, Dialect
+from schedlog.projections.sqlite_store import FAST_BUSY_MS, StatementCachingPool
 from schedlog.projections.writes import (
     apply_changes,
     move_counts,
@@ -68,8 +69,6 @@ SET_POSITION = (
     f"INSERT INTO {POSITION} (view, position) VALUES (?, ?) "  # noqa: S608
     "ON CONFLICT (view) DO UPDATE SET position = excluded.position"
 )
-FAST_BUSY_MS = 1
-"""How long one attempt of a group commit waits in SQLite for another process's write lock."""
 
 
 def _is_busy(error: BaseException) -> bool:
@@ -258,6 +257,12 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
                 return
 
     def _commit_once(self, group: list[Save], busy_timeout_ms: int) -> None:
+        pool = self.datastore.pool
+        writer = pool.writer() if isinstance(pool, StatementCachingPool) else None
+        if writer is not None:  # its own connection, waiting FAST_BUSY_MS: a warm page cache
+            with writer.transaction(commit=True) as c:
+                self._write_group(c, group)
+            return
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"PRAGMA busy_timeout = {FAST_BUSY_MS}")
             try:

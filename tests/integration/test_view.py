@@ -384,12 +384,14 @@ def test_saves_queued_behind_a_commit_share_one_and_keep_their_own_ids_s26(
     assert view_table(app) == fold_of_log(app)
 
 
-def test_sqlite_connections_keep_every_statement_of_a_save_prepared(
+def test_sqlite_saves_write_on_one_connection_that_keeps_its_statements_prepared(
     sqlite_path: Path, clock: FakeClock
 ) -> None:
-    """The library asks for a statement cache of one (`cached_statements=True`); ours holds all.
+    """Group commits write on one connection of their own, with a real statement cache.
 
-    With a cache of one, each statement of a save but the last was compiled again on every call.
+    The library asks for a statement cache of one (`cached_statements=True`), so each statement
+    of a save but the last was compiled again on every call; and its pool hands connections out
+    in turn, so each commit began on a page cache that another connection's write had dropped.
     """
     app = App(f"sqlite://{sqlite_path}", clock=clock)
 
@@ -397,13 +399,22 @@ def test_sqlite_connections_keep_every_statement_of_a_save_prepared(
     def a(ctx) -> None:
         del ctx
 
+    def prepared(conn: sqlite3.Connection) -> list[str]:
+        return [sql for (sql,) in conn.execute("SELECT sql FROM sqlite_stmt")]
+
+    pool = app.store.recorder.datastore.pool
     try:
-        job = app.scheduler.run_after(1_000, a)
-        app.scheduler.cancel(job)
-        with app.store.recorder.datastore.get_connection(commit=True) as conn:
-            prepared = [sql for (sql,) in conn._sqlite_conn.execute("SELECT sql FROM sqlite_stmt")]
+        for _ in range(3):
+            app.scheduler.cancel(app.scheduler.run_after(1_000, a))
+        writer = pool.writer()
+        written = prepared(writer._sqlite_conn)
+        (busy_ms,) = writer._sqlite_conn.execute("PRAGMA busy_timeout").fetchone()
+        others = [prepared(conn._sqlite_conn) for conn in pool._pool]
     finally:
         app.close()
-    assert any(sql.startswith(f"INSERT INTO {TABLE} ") for sql in prepared), prepared
-    assert any(sql.startswith("INSERT INTO stored_events ") for sql in prepared), prepared
-    assert any(sql.startswith(f"UPDATE {TABLE} ") for sql in prepared), prepared
+    assert any(sql.startswith("INSERT INTO stored_events ") for sql in written), written
+    assert any(sql.startswith(f"INSERT INTO {TABLE} ") for sql in written), written
+    assert any(sql.startswith(f"UPDATE {TABLE} ") for sql in written), written
+    assert busy_ms == 1  # it retries another process's lock itself (`_commit_group`)
+    assert others  # reads (the cancels' loads) went to the pool...
+    assert not any(sql.startswith("INSERT") for stmts in others for sql in stmts), others
