@@ -40,12 +40,12 @@ commit retries; see `view.ViewRecorder._commit_group`)."""
 
 
 class StatementCachingPool(SQLiteConnectionPool):
-    """The library's connection pool, its connections keeping their prepared statements."""
+    """The library's connection pool, caching statements, and the group commit's writer."""
 
     def __init__(self, *, db_name: str, lock_timeout: int | None = None) -> None:
         super().__init__(db_name=db_name, lock_timeout=lock_timeout)
         self._writer: SQLiteConnection | None = None
-        self._writer_lock_ = threading.Lock()
+        self._writer_guard = threading.Lock()  # (the library's `_writer_lock` is its interlock)
 
     def writer(self) -> SQLiteConnection | None:
         """Return the connection the group commit writes on; None for an in-memory store.
@@ -55,7 +55,7 @@ class StatementCachingPool(SQLiteConnectionPool):
         """
         if self.is_sqlite_memory_mode:
             return None
-        with self._writer_lock_:
+        with self._writer_guard:
             if self._writer is None or self._writer.closed:
                 self._writer = self._create_connection()
                 self._writer.cursor().execute(f"PRAGMA busy_timeout = {FAST_BUSY_MS}")
@@ -64,7 +64,7 @@ class StatementCachingPool(SQLiteConnectionPool):
     def close(self) -> None:
         """Close the pool's connections and the writer's."""
         super().close()
-        with self._writer_lock_:
+        with self._writer_guard:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
@@ -93,7 +93,7 @@ class StatementCachingPool(SQLiteConnectionPool):
 
 
 class SQLiteStoreFactory(SQLiteFactory):
-    """eventsourcing's SQLite factory (`PERSISTENCE_MODULE`), its pool caching statements."""
+    """eventsourcing's SQLite factory (`PERSISTENCE_MODULE`), with `StatementCachingPool`."""
 
     def __init__(self, env: Environment | EnvType | None) -> None:
         super().__init__(env)

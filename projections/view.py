@@ -260,8 +260,14 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
         pool = self.datastore.pool
         writer = pool.writer() if isinstance(pool, StatementCachingPool) else None
         if writer is not None:  # its own connection, waiting FAST_BUSY_MS: a warm page cache
-            with writer.transaction(commit=True) as c:
-                self._write_group(c, group)
+            try:
+                with writer.transaction(commit=True) as c:
+                    self._write_group(c, group)
+            except BaseException:
+                raw = writer._sqlite_conn  # noqa: SLF001 - a failed COMMIT leaves it open
+                if raw.in_transaction:
+                    raw.rollback()
+                raise
             return
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"PRAGMA busy_timeout = {FAST_BUSY_MS}")

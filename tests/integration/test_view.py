@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
-from schedlog import App, InvalidQueryError
+from schedlog import App, InvalidQueryError, StoreError
 from schedlog.events import ConflictError, FunctionKind, Outcome, ScheduledFunction
 from schedlog.projections import view as view_module
 from schedlog.projections.schema import POSITION, TABLE
@@ -418,3 +418,37 @@ def test_sqlite_saves_write_on_one_connection_that_keeps_its_statements_prepared
     assert busy_ms == 1  # it retries another process's lock itself (`_commit_group`)
     assert others  # reads (the cancels' loads) went to the pool...
     assert not any(sql.startswith("INSERT") for stmts in others for sql in stmts), others
+
+
+def test_sqlite_a_failed_commit_leaves_the_writer_ready_for_the_next_save(
+    sqlite_path: Path, clock: FakeClock
+) -> None:
+    """A COMMIT that fails leaves nothing of its save, and the writer takes the next one."""
+    app = App(f"sqlite://{sqlite_path}", clock=clock)
+
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+    writer = app.store.recorder.datastore.pool.writer()
+    commit = writer.commit
+    failures = []
+
+    def failing_once() -> None:
+        if not failures:
+            failures.append(True)
+            raise sqlite3.OperationalError("disk I/O error")
+        commit()
+
+    writer.commit = failing_once  # type: ignore[method-assign]
+    try:
+        with pytest.raises(StoreError, match="disk I/O error"):
+            app.scheduler.run_after(1_000, a)
+        kept = app.scheduler.run_after(1_000, a)
+        ids = [d["_id"] for d in app.scheduled_functions.query(limit=10).items]
+        logged = {str(e.originator_id) for e in app.store.recorder.select_notifications(1, 10)}
+    finally:
+        app.close()
+    assert failures
+    assert ids == [kept]
+    assert len(logged) == 1
