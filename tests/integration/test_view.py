@@ -29,7 +29,6 @@ from tests.integration.helpers import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from pathlib import Path
 
 T0 = 1_800_000_000_000
 
@@ -384,8 +383,15 @@ def test_saves_queued_behind_a_commit_share_one_and_keep_their_own_ids_s26(
     assert view_table(app) == fold_of_log(app)
 
 
+def _an_action(app: App) -> None:
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_sqlite_saves_write_on_one_connection_that_keeps_its_statements_prepared(
-    sqlite_path: Path, clock: FakeClock
+    app: App,
 ) -> None:
     """Group commits write on one connection of their own, with a real statement cache.
 
@@ -393,25 +399,18 @@ def test_sqlite_saves_write_on_one_connection_that_keeps_its_statements_prepared
     of a save but the last was compiled again on every call; and its pool hands connections out
     in turn, so each commit began on a page cache that another connection's write had dropped.
     """
-    app = App(f"sqlite://{sqlite_path}", clock=clock)
-
-    @app.action(name="jobs:a")
-    def a(ctx) -> None:
-        del ctx
+    _an_action(app)
 
     def prepared(conn: sqlite3.Connection) -> list[str]:
         return [sql for (sql,) in conn.execute("SELECT sql FROM sqlite_stmt")]
 
+    for _ in range(3):
+        app.scheduler.cancel(app.scheduler.run_after(1_000, "jobs:a"))
     pool = app.store.recorder.datastore.pool
-    try:
-        for _ in range(3):
-            app.scheduler.cancel(app.scheduler.run_after(1_000, a))
-        writer = pool.writer()
-        written = prepared(writer._sqlite_conn)
-        (busy_ms,) = writer._sqlite_conn.execute("PRAGMA busy_timeout").fetchone()
-        others = [prepared(conn._sqlite_conn) for conn in pool._pool]
-    finally:
-        app.close()
+    writer = pool.writer()
+    written = prepared(writer._sqlite_conn)
+    (busy_ms,) = writer._sqlite_conn.execute("PRAGMA busy_timeout").fetchone()
+    others = [prepared(conn._sqlite_conn) for conn in pool._pool]
     assert any(sql.startswith("INSERT INTO stored_events ") for sql in written), written
     assert any(sql.startswith(f"INSERT INTO {TABLE} ") for sql in written), written
     assert any(sql.startswith(f"UPDATE {TABLE} ") for sql in written), written
@@ -420,16 +419,12 @@ def test_sqlite_saves_write_on_one_connection_that_keeps_its_statements_prepared
     assert not any(sql.startswith("INSERT") for stmts in others for sql in stmts), others
 
 
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_sqlite_a_failed_commit_leaves_the_writer_ready_for_the_next_save(
-    sqlite_path: Path, clock: FakeClock
+    app: App,
 ) -> None:
     """A COMMIT that fails leaves nothing of its save, and the writer takes the next one."""
-    app = App(f"sqlite://{sqlite_path}", clock=clock)
-
-    @app.action(name="jobs:a")
-    def a(ctx) -> None:
-        del ctx
-
+    _an_action(app)
     writer = app.store.recorder.datastore.pool.writer()
     commit = writer.commit
     failures = []
@@ -441,14 +436,11 @@ def test_sqlite_a_failed_commit_leaves_the_writer_ready_for_the_next_save(
         commit()
 
     writer.commit = failing_once  # type: ignore[method-assign]
-    try:
-        with pytest.raises(StoreError, match="disk I/O error"):
-            app.scheduler.run_after(1_000, a)
-        kept = app.scheduler.run_after(1_000, a)
-        ids = [d["_id"] for d in app.scheduled_functions.query(limit=10).items]
-        logged = {str(e.originator_id) for e in app.store.recorder.select_notifications(1, 10)}
-    finally:
-        app.close()
+    with pytest.raises(StoreError, match="disk I/O error"):
+        app.scheduler.run_after(1_000, "jobs:a")
+    kept = app.scheduler.run_after(1_000, "jobs:a")
+    ids = [d["_id"] for d in app.scheduled_functions.query(limit=10).items]
+    logged = {str(e.originator_id) for e in app.store.recorder.select_notifications(1, 10)}
     assert failures
     assert ids == [kept]
     assert len(logged) == 1
