@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from eventsourcing.persistence import InterfaceError
@@ -24,10 +25,13 @@ from eventsourcing.sqlite import (
     SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteConnection,
     SQLiteConnectionPool,
+    SQLiteCursor,
     SQLiteFactory,
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from eventsourcing.utils import Environment, EnvType
 
 __all__ = ["FAST_BUSY_MS", "STATEMENT_CACHE", "SQLiteStoreFactory", "StatementCachingPool"]
@@ -60,6 +64,26 @@ class StatementCachingPool(SQLiteConnectionPool):
                 self._writer = self._create_connection()
                 self._writer.cursor().execute(f"PRAGMA busy_timeout = {FAST_BUSY_MS}")
             return self._writer
+
+    @contextmanager
+    def writer_transaction(self) -> Iterator[SQLiteCursor]:
+        """Yield a cursor in a transaction on the writer, committed at the end (a file store).
+
+        If it fails, even at COMMIT (which leaves the transaction open), it is rolled back, so
+        the writer is ready for the next one: it is never handed back to a pool that would.
+        """
+        writer = self.writer()
+        if writer is None:
+            msg = "an in-memory store has no writer connection: use the pool"
+            raise RuntimeError(msg)
+        try:
+            with writer.transaction(commit=True) as cursor:
+                yield cursor
+        except BaseException:
+            raw = writer._sqlite_conn  # noqa: SLF001 - the library keeps it private
+            if raw.in_transaction:
+                raw.rollback()
+            raise
 
     def close(self) -> None:
         """Close the pool's connections and the writer's."""

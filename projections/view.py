@@ -258,16 +258,9 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
 
     def _commit_once(self, group: list[Save], busy_timeout_ms: int) -> None:
         pool = self.datastore.pool
-        writer = pool.writer() if isinstance(pool, StatementCachingPool) else None
-        if writer is not None:  # its own connection, waiting FAST_BUSY_MS: a warm page cache
-            try:
-                with writer.transaction(commit=True) as c:
-                    self._write_group(c, group)
-            except BaseException:
-                raw = writer._sqlite_conn  # noqa: SLF001 - a failed COMMIT leaves it open
-                if raw.in_transaction:
-                    raw.rollback()
-                raise
+        if isinstance(pool, StatementCachingPool) and not pool.is_sqlite_memory_mode:
+            with pool.writer_transaction() as c:  # its own connection: a warm page cache
+                self._write_group(c, group)
             return
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"PRAGMA busy_timeout = {FAST_BUSY_MS}")

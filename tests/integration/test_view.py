@@ -18,6 +18,7 @@ from schedlog.projections.schema import POSITION, TABLE
 from schedlog.projections.sql import Cur, Dialect
 from schedlog.testing import FakeClock
 from tests.conftest import PG_DSN, pg_url
+from tests.group_commit_queue import CountingQueue
 from tests.integration.helpers import (
     Account,
     execute,
@@ -276,19 +277,6 @@ def write_lock_held(app: App, store_url: str) -> Iterator[None]:
         yield
 
 
-class _TellingQueue(list):
-    """The group commit's queue, telling waiters when a save joins it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.grew = threading.Condition()
-
-    def append(self, save: object) -> None:
-        with self.grew:
-            super().append(save)
-            self.grew.notify_all()
-
-
 def queued_saves(
     app: App, store_url: str, saves: dict[str, Callable[[], object]]
 ) -> dict[str, object]:
@@ -297,7 +285,7 @@ def queued_saves(
     They then commit as one group; return what each returned or raised.
     """
     group = app.store.view_recorder._group
-    queue = group._queue = _TellingQueue()
+    queue = group._queue = CountingQueue()
     commit, leading = group._commit, threading.Event()
 
     def commit_telling(group_saves: list) -> None:
@@ -321,8 +309,8 @@ def queued_saves(
         for n, (name, do) in enumerate(saves.items(), start=1):
             threads.append(threading.Thread(target=run, args=(name, do)))
             threads[-1].start()
-            with queue.grew:
-                assert queue.grew.wait_for(lambda n=n: len(queue) == n, timeout=10)
+            with queue.changed:
+                assert queue.changed.wait_for(lambda n=n: len(queue) == n, timeout=10)
     for thread in threads:
         thread.join(10)
     group._commit = commit

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from schedlog.projections.group_commit import GroupCommit, Save
+from tests.group_commit_queue import CountingQueue
 
 
 class Recorder:
@@ -33,19 +34,6 @@ class Recorder:
                 save.error = ValueError(f"conflict {save.kwargs['n']}")
             else:
                 save.ids = [save.kwargs["n"]]
-
-
-class CountingQueue(list[Save]):
-    """The GroupCommit's queue, telling the test each time a save joins it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.changed = threading.Condition()
-
-    def append(self, save: Save) -> None:
-        with self.changed:
-            super().append(save)
-            self.changed.notify_all()
 
 
 def _run(recorder: Recorder, n: int) -> dict[int, Any]:
