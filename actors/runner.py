@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LEASE_MS",
+    "NOT_RUN_CANCELED",
     "ExecutionHost",
     "Invocation",
     "JobRunner",
@@ -36,6 +37,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+NOT_RUN_CANCELED = "canceled before it was due: not run"
+"""The outcome's error of an action claimed ahead of its due time and canceled before it."""
 DEFAULT_LEASE_MS = 30_000
 """How long an action's claim lasts unless its node is seen alive (S19)."""
 
@@ -82,6 +85,9 @@ class ExecutionHost(Protocol):
     def load_jobs(self, job_ids: Sequence[str]) -> dict[str, ScheduledFunction]:
         """Return the jobs among `job_ids` that exist, freshly read (in one query)."""
 
+    def version_of(self, job_id: str) -> int | None:
+        """Return the version of the job's last event in the store, or None if it has none."""
+
     def save(self, *objs: Any) -> None:
         """Save aggregates atomically and tell the timer of new pending jobs.
 
@@ -125,21 +131,22 @@ class JobRunner:
         """Run `job_id` if it is pending and due; return when to try it again, if it must be.
 
         A job handed over before it is due is read at once and started at `not_before`: the
-        read is then not part of its start lag. A future stands for that answer while the
-        attempt's last save is under way.
+        read is then not part of its start lag, nor is an action's claim (`_run_action`). A
+        future stands for that answer while the attempt's last save is under way.
         """
         job = self._host.load_job(job_id)
         if job is None or job.state is not JobState.PENDING:
             return None  # finished, canceled or claimed meanwhile
-        if not_before > self._host.clock.now_ms() and not self._wait_until(not_before):
-            return DueJob(not_before, 0, job_id)  # closing: not started, still pending
-        if job.next_run_ms > self._host.clock.now_ms():
+        start_at = max(not_before, self._host.clock.now_ms())
+        if job.next_run_ms > start_at:
             return DueJob(job.next_run_ms, 0, job_id)  # a stale entry: a retry moved it later
         # S8: looked up again when it runs; `invoke` fails a function no longer registered.
         kind = self._host.kind_of(job.name) or job.kind
-        if kind is FunctionKind.MUTATION:
-            return self._run_mutation(job)
-        return self._run_action(job)
+        if kind is not FunctionKind.MUTATION:
+            return self._run_action(job, start_at)
+        if start_at > self._host.clock.now_ms() and not self._wait_for_start(job_id, start_at):
+            return DueJob(start_at, 0, job_id)  # closing: not started, still pending
+        return self._run_mutation(job)
 
     def later(self, job_id: str, fault: Fault, attempt: int) -> DueJob:
         """Return when to try `job_id` again after a `fault` (used when nothing could be saved)."""
@@ -219,21 +226,49 @@ class JobRunner:
             log.info("job %s: %s; retry at %d", job_id, fault.value, next_run)
             return DueJob(next_run, 0, job_id)
 
-    def _run_action(self, job: ScheduledFunction) -> DueJob | Future[DueJob | None] | None:
+    def _run_action(
+        self, job: ScheduledFunction, start_at: int
+    ) -> DueJob | Future[DueJob | None] | None:
         # 1. Claim: Started, with this node and a lease, is saved before the function runs
-        #    (S17). A lost claim means another node started it or a cancel landed.
-        claimed, retry = self._claim(job)
+        #    (S17). A lost claim means another node started it or a cancel landed. A job
+        #    handed over before it is due is claimed at once, so that the claim's commit is
+        #    not part of its start lag; its Started says when its function starts.
+        claimed, retry = self._claim(job, start_at)
         if not claimed:
             return retry
+        if start_at > self._host.clock.now_ms():
+            self._wait_for_start(job.job_id, start_at, claimed=True)
+            if self._canceled_before_start(job):
+                # 2'. A cancel landed between the claim and the due time: not run (S20).
+                job.complete(Outcome.FAILED, self._host.clock.now_ms(), NOT_RUN_CANCELED)
+                return self._finish(lambda: self._save_outcome(job))
         # 2. Run; its scheduling calls and run_mutation calls take effect at once (S18).
         self._act(job)
         # 3. Record the outcome; after a cancel it is kept for the audit only (S21).
         return self._finish(lambda: self._save_outcome(job))
 
-    def _claim(self, job: ScheduledFunction) -> tuple[bool, DueJob | None]:
-        """Save the action's `Started`; if lost, also say when to look at it again (or None)."""
+    def _canceled_before_start(self, job: ScheduledFunction) -> bool:
+        """Tell whether a cancel landed on a job claimed ahead of its due time (one read)."""
+        try:
+            if self._host.version_of(job.job_id) == job.version:
+                return False
+            fresh = self._host.load_job(job.job_id)
+        except Exception:
+            log.warning("job %s: cannot read it before it starts", job.job_id, exc_info=True)
+            return False  # claimed: it runs, as it would have without the look (S21)
+        return fresh is not None and fresh.state is JobState.CANCELED
+
+    def _claim(
+        self, job: ScheduledFunction, start_at: int | None = None
+    ) -> tuple[bool, DueJob | None]:
+        """Save the action's `Started`; if lost, also say when to look at it again (or None).
+
+        `Started` says when the function starts: `start_at`, or now. Its lease runs from now.
+        """
         now = self._host.clock.now_ms()
-        job.start(self._host.node_id, now, now + self._host.lease_ms)
+        job.start(
+            self._host.node_id, now if start_at is None else start_at, now + self._host.lease_ms
+        )
         try:
             self._host.save(job)
         except ConflictError:
@@ -314,6 +349,16 @@ class JobRunner:
             return None
         job.complete(Outcome(completed.outcome), completed.at_ms, completed.error)
         return job
+
+    def _wait_for_start(self, job_id: str, at_ms: int, *, claimed: bool = False) -> bool:
+        """Wait for a job's due time, not busy meanwhile (for `settle`); False if closing.
+
+        A claimed action is not left in progress by a closing runtime: it stops waiting and
+        runs. Its wait is at most the timer's lead (`LEAD_MS`) on a real clock, which ends it
+        first; only a clock that stands still (a test's) gets there.
+        """
+        self._host.backing_off(job_id, at_ms)
+        return self._wait_until(at_ms) or claimed
 
     def _wait_until(self, at_ms: int) -> bool:
         """Wait for `at_ms` on the injected clock; False if the runtime is closing meanwhile."""

@@ -211,6 +211,10 @@ class App(Audit):
         """Return the jobs among `job_ids` that exist, freshly read in one query."""
         return self.store.load_jobs(job_ids)
 
+    def version_of(self, job_id: str) -> int | None:
+        """Return the version of the job's last event in the store."""
+        return self.store.version_of(job_id)
+
     def kind_of(self, name: str) -> FunctionKind | None:
         """Return how `name` runs, if registered."""
         registered = self.registry.get(name)

@@ -157,6 +157,18 @@ class JobStore(Application[UUID]):
                 jobs[job.job_id] = job
         return jobs
 
+    def version_of(self, job_id: str) -> int | None:
+        """Return the version of the job's last event (one indexed read), or None if none."""
+        key = UUID(job_id)
+        sqlite = self.db.dialect is Dialect.SQLITE
+        with self.db.transaction(commit=False) as cur:
+            rows = cur.tuples(
+                f"SELECT MAX(originator_version) FROM {self.db.events_table} "  # noqa: S608
+                "WHERE originator_id = ?",
+                [key.hex if sqlite else key],
+            )
+        return rows[0][0] if rows else None
+
     def jobs_since(self, position: int, limit: int = 1000) -> tuple[int, list[DueJob]]:
         """Return the jobs made due by events after `position` (any writer) and the new position."""
         last = self.recorder.max_notification_id() or 0

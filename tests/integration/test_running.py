@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from schedlog import App, SchedlogError
+from schedlog.actors.runner import NOT_RUN_CANCELED
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, balance, state, types
 
@@ -55,10 +56,11 @@ def test_a_job_read_ahead_of_its_due_time_starts_at_it_not_before_s13(
         action = app.scheduler.run_after(10, stamp)
         mutation = app.scheduler.run_after(20, stamp_m)
         app.start()
-        clock.advance(9)  # within LEAD_MS: the action is handed over and read, not started
+        clock.advance(9)  # within LEAD_MS: the action is handed over, read and claimed
         app.wait_until_idle()  # a job waiting for its due time does not keep the App busy
-        assert started == []
-        assert state(app, action) == "pending"
+        assert started == []  # its function waits for the due time
+        assert state(app, action) == "inProgress"  # claimed ahead (S17): Started says T0+10
+        assert [e["type"] for e in app.history(action)] == ["Scheduled", "Started"]
         clock.advance(1)
         app.wait_until_idle()
         clock.advance(9)
@@ -70,6 +72,35 @@ def test_a_job_read_ahead_of_its_due_time_starts_at_it_not_before_s13(
         assert started == [T0 + 10, T0 + 20]
         assert [state(app, j) for j in (action, mutation)] == ["success", "success"]
         assert app.history(action)[1]["time"] == T0 + 10  # Started, at the due time
+    finally:
+        app.close()
+
+
+def test_an_action_claimed_ahead_and_canceled_before_it_is_due_never_runs_s20_s21(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    ran: list[int] = []
+
+    @app.action(name="jobs:stamp")
+    def stamp(ctx) -> None:
+        ran.append(ctx.now_ms)
+
+    try:
+        action = app.scheduler.run_after(10, stamp)
+        app.start()
+        clock.advance(9)  # within LEAD_MS: claimed ahead of its due time
+        app.wait_until_idle()
+        assert state(app, action) == "inProgress"
+        app.scheduler.cancel(action)
+        clock.advance(1)  # due: the executor sees the cancel and does not run it
+        app.wait_until_idle()
+        assert ran == []
+        assert state(app, action) == "canceled"
+        history = app.history(action)
+        assert [e["type"] for e in history] == ["Scheduled", "Started", "Canceled", "Completed"]
+        assert history[-1]["outcome"] == "failed"
+        assert history[-1]["error"] == NOT_RUN_CANCELED
     finally:
         app.close()
 

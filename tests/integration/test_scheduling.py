@@ -15,6 +15,7 @@ from schedlog import (
     ScheduleValidationError,
     UnknownFunctionError,
 )
+from schedlog.actors.timer import LEAD_MS
 from schedlog.testing import FakeClock
 from tests.integration.helpers import all_docs, log_position, state, types
 
@@ -28,14 +29,23 @@ def register_noop(app: App) -> None:
 
 
 def test_run_after_fires_exactly_at_due_time_s4(app: App, clock: FakeClock) -> None:
-    register_noop(app)
+    ran: list[int] = []
+
+    @app.action(name="jobs:stamp")
+    def stamp(ctx, email: str) -> None:
+        ran.append(ctx.now_ms)
+
     app.start()
-    job = app.scheduler.run_after(5_000, "jobs:noop", "a@example.com")
-    clock.advance(4_999)
+    job = app.scheduler.run_after(5_000, "jobs:stamp", "a@example.com")
+    clock.advance(5_000 - LEAD_MS - 1)
     app.wait_until_idle()
     assert state(app, job) == "pending"
+    clock.advance(LEAD_MS)  # 1 ms early: claimed ahead at most (inProgress), not run
+    app.wait_until_idle()
+    assert ran == []
     clock.advance(1)
     app.wait_until_idle()
+    assert ran == [T0 + 5_000]
     doc = app.scheduled_functions.get(job)
     assert doc is not None
     assert doc["state"] == {"kind": "success"}
