@@ -232,8 +232,10 @@ class JobRunner:
         # 1. Claim: Started, with this node and a lease, is saved before the function runs
         #    (S17). A lost claim means another node started it or a cancel landed. A job
         #    handed over before it is due is claimed at once, so that the claim's commit is
-        #    not part of its start lag; its Started says when its function starts.
-        claimed, retry = self._claim(job, start_at)
+        #    not part of its start lag. Its Started says when it was claimed: the log records
+        #    its events at the time they happened, which replay as of an instant relies on
+        #    (S27); the function itself starts at the due time.
+        claimed, retry = self._claim(job)
         if not claimed:
             return retry
         if start_at > self._host.clock.now_ms():
@@ -243,7 +245,7 @@ class JobRunner:
                 job.complete(Outcome.FAILED, self._host.clock.now_ms(), NOT_RUN_CANCELED)
                 return self._finish(lambda: self._save_outcome(job))
         # 2. Run; its scheduling calls and run_mutation calls take effect at once (S18).
-        self._act(job)
+        self._act(job, start_at)
         # 3. Record the outcome; after a cancel it is kept for the audit only (S21).
         return self._finish(lambda: self._save_outcome(job))
 
@@ -258,17 +260,10 @@ class JobRunner:
             return False  # claimed: it runs, as it would have without the look (S21)
         return fresh is not None and fresh.state is JobState.CANCELED
 
-    def _claim(
-        self, job: ScheduledFunction, start_at: int | None = None
-    ) -> tuple[bool, DueJob | None]:
-        """Save the action's `Started`; if lost, also say when to look at it again (or None).
-
-        `Started` says when the function starts: `start_at`, or now. Its lease runs from now.
-        """
+    def _claim(self, job: ScheduledFunction) -> tuple[bool, DueJob | None]:
+        """Save the action's `Started`; if lost, also say when to look at it again (or None)."""
         now = self._host.clock.now_ms()
-        job.start(
-            self._host.node_id, now if start_at is None else start_at, now + self._host.lease_ms
-        )
+        job.start(self._host.node_id, now, now + self._host.lease_ms)
         try:
             self._host.save(job)
         except ConflictError:
@@ -280,9 +275,13 @@ class JobRunner:
             return False, self.later(job.job_id, fault, job.attempt)  # not run: claim it later
         return True, None
 
-    def _act(self, job: ScheduledFunction) -> None:
-        """Run a claimed action (from its claim's time) and leave its `Completed` pending."""
-        started = job.started_at_ms if job.started_at_ms is not None else self._host.clock.now_ms()
+    def _act(self, job: ScheduledFunction, not_before: int = 0) -> None:
+        """Run a claimed action and leave its `Completed` pending.
+
+        Its `ctx.now_ms` is its claim's time, or `not_before` if later (claimed ahead of it).
+        """
+        claimed = job.started_at_ms if job.started_at_ms is not None else self._host.clock.now_ms()
+        started = max(claimed, not_before)
         result = self._host.invoke(job, started)
         outcome = Outcome.SUCCESS if result.error is None else Outcome.FAILED
         job.complete(outcome, self._host.clock.now_ms(), result.error)

@@ -378,7 +378,12 @@ class App(Audit):
         self.stop()
 
     def wait_until_idle(self, timeout_s: float = 10) -> None:
-        """Return once nothing due is waiting, nothing is running and the view is current."""
+        """Return once nothing due is waiting, nothing is running and the view is current.
+
+        Nothing happens then until the clock moves on: jobs waiting for a later instant (a
+        store outage's backoff, a job handed over up to `LEAD_MS` ahead of its due time) do not
+        count, nor do due jobs waiting for the executors they hold.
+        """
         timer = self._timer
         if timer is None:
             raise RuntimeClosedError("the runtime is not started: call app.start() first")

@@ -71,7 +71,34 @@ def test_a_job_read_ahead_of_its_due_time_starts_at_it_not_before_s13(
         app.wait_until_idle()
         assert started == [T0 + 10, T0 + 20]
         assert [state(app, j) for j in (action, mutation)] == ["success", "success"]
-        assert app.history(action)[1]["time"] == T0 + 10  # Started, at the due time
+        # Started says when it was claimed (1 ms ahead): replay as of T0+9 shows it in
+        # progress, as the live view did then (S27); its function started at T0+10.
+        assert app.history(action)[1]["time"] == T0 + 9
+    finally:
+        app.close()
+
+
+def test_idle_while_every_executor_holds_a_job_waiting_for_its_due_time_s13(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    ran: list[str] = []
+
+    @app.mutation(name="jobs:note")
+    def note(ctx, label: str) -> None:
+        ran.append(label)
+
+    try:
+        app.start()
+        app.scheduler.run_after(1, note, "soon")  # handed over ahead: holds the one executor
+        app.wait_until_idle()
+        due = app.scheduler.run_after(0, note, "now")  # due now, waits for that executor
+        app.wait_until_idle(timeout_s=5)  # nothing happens until the clock moves: idle
+        assert ran == []
+        assert state(app, due) == "pending"
+        clock.advance(1)
+        app.wait_until_idle()
+        assert ran == ["soon", "now"]
     finally:
         app.close()
 
