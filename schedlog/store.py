@@ -159,15 +159,8 @@ class JobStore(Application[UUID]):
 
     def version_of(self, job_id: str) -> int | None:
         """Return the version of the job's last event (one indexed read), or None if none."""
-        key = UUID(job_id)
-        sqlite = self.db.dialect is Dialect.SQLITE
-        with self.db.transaction(commit=False) as cur:
-            rows = cur.tuples(
-                f"SELECT MAX(originator_version) FROM {self.db.events_table} "  # noqa: S608
-                "WHERE originator_id = ?",
-                [key.hex if sqlite else key],
-            )
-        return rows[0][0] if rows else None
+        last = self.recorder.select_events(UUID(job_id), desc=True, limit=1)
+        return last[0].originator_version if last else None
 
     def jobs_since(self, position: int, limit: int = 1000) -> tuple[int, list[DueJob]]:
         """Return the jobs made due by events after `position` (any writer) and the new position."""
