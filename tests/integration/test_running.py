@@ -38,28 +38,35 @@ def test_due_order_then_fifo_s13(clock: FakeClock, store_url: str) -> None:
         app.close()
 
 
-def test_a_job_read_ahead_of_its_due_time_starts_at_it_not_before_s13(
-    clock: FakeClock, store_url: str
-) -> None:
-    app = App(store=store_url, clock=clock, max_concurrency=1)
+def register_stamp(app: App) -> list[int]:
+    """Register the action `jobs:stamp`; return the list of its `ctx.now_ms`, one per run."""
     started: list[int] = []
 
     @app.action(name="jobs:stamp")
     def stamp(ctx) -> None:
         started.append(ctx.now_ms)
 
+    return started
+
+
+def test_a_job_read_ahead_of_its_due_time_starts_at_it_not_before_s13(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    started = register_stamp(app)
+
     @app.mutation(name="jobs:stamp_m")
     def stamp_m(ctx) -> None:
         started.append(ctx.now_ms)
 
     try:
-        action = app.scheduler.run_after(10, stamp)
+        action = app.scheduler.run_after(10, "jobs:stamp")
         mutation = app.scheduler.run_after(20, stamp_m)
         app.start()
         clock.advance(9)  # within LEAD_MS: the action is handed over, read and claimed
         app.wait_until_idle()  # a job waiting for its due time does not keep the App busy
         assert started == []  # its function waits for the due time
-        assert state(app, action) == "inProgress"  # claimed ahead (S17): Started says T0+10
+        assert state(app, action) == "inProgress"  # claimed ahead (S17)
         assert [e["type"] for e in app.history(action)] == ["Scheduled", "Started"]
         clock.advance(1)
         app.wait_until_idle()
@@ -107,14 +114,10 @@ def test_an_action_claimed_ahead_and_canceled_before_it_is_due_never_runs_s20_s2
     clock: FakeClock, store_url: str
 ) -> None:
     app = App(store=store_url, clock=clock, max_concurrency=1)
-    ran: list[int] = []
-
-    @app.action(name="jobs:stamp")
-    def stamp(ctx) -> None:
-        ran.append(ctx.now_ms)
+    ran = register_stamp(app)
 
     try:
-        action = app.scheduler.run_after(10, stamp)
+        action = app.scheduler.run_after(10, "jobs:stamp")
         app.start()
         clock.advance(9)  # within LEAD_MS: claimed ahead of its due time
         app.wait_until_idle()
