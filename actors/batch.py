@@ -2,9 +2,13 @@
 
 When the timer is behind on a backlog, it hands each idle executor several due jobs (S13).
 Mutations of a batch commit in one save; if it fails (a conflict, say), each one's commit is
-tried on its own, as a lone attempt's would be (S14, S15, S22). Each action's claim
-shares a save with the outcome of the action before it, so only the running action is
-`inProgress` (S17). A batch that runs out of time hands its jobs not started back.
+tried on its own, as a lone attempt's would be (S14, S15, S22). Actions are claimed
+(`Started` saved, S17) before they run, each claim sharing a save with the outcomes of the
+actions run before it. A quick action's cost is mostly that claim's commit, so quick actions
+are claimed up to `CHUNK_MAX` at a time and then run one after another: `inProgress` then
+counts the claimed ones waiting their turn too, and a crash meanwhile fails them unrun, as it
+fails a running one (S19): at most once, never twice. Slow actions are claimed one at a time.
+A batch that runs out of time hands its jobs not started back.
 """
 
 from __future__ import annotations
@@ -23,10 +27,15 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from concurrent.futures import Future
 
-__all__ = ["BATCH_BUDGET_MS", "Batch", "BatchRunner"]
+__all__ = ["BATCH_BUDGET_MS", "CHUNK_MAX", "QUICK_MS", "Batch", "BatchRunner"]
 
 log = logging.getLogger(__name__)
 
+CHUNK_MAX = 8
+"""The most actions of a batch claimed in one save (see `_next_chunk_size`)."""
+QUICK_MS = 2
+"""Actions that take less than this each (on the injected clock) are claimed several at once;
+slower ones one at a time."""
 BATCH_BUDGET_MS = 100
 """How long an executor keeps starting the jobs of one batch; the rest go back to the timer
 (so one slow job does not hold the others while executors are free)."""
@@ -58,9 +67,9 @@ class BatchRunner(JobRunner):
         """Run several due jobs in turn, read in one query; their claims and commits share saves.
 
         Mutations commit together at the end (`_commit_mutations` says what happens if that
-        save fails). Each action's claim shares a save with the outcome of the action before
-        it. Jobs not started within `BATCH_BUDGET_MS`, or once the runtime is closing, are
-        `returned` to the timer untouched.
+        save fails). Actions are claimed in chunks (`_Chunks`), each claim sharing a save with
+        the outcomes of the chunk before it. Jobs not started within `BATCH_BUDGET_MS`, or once
+        the runtime is closing, are `returned` to the timer untouched.
         """
         host = self._host
         begun = host.clock.now_ms()
@@ -68,7 +77,7 @@ class BatchRunner(JobRunner):
         decided: dict[str, DueJob | None] = {}
         returned: list[str] = []
         attempts: list[Attempt] = []
-        previous: ScheduledFunction | None = None  # the last action run, its outcome unsaved
+        actions = _Chunks(self, decided)
         for job_id in job_ids:
             job = jobs.get(job_id)
             if job is None or job.state is not JobState.PENDING:
@@ -78,48 +87,68 @@ class BatchRunner(JobRunner):
             elif self.closing.is_set() or host.clock.now_ms() - begun > BATCH_BUDGET_MS:
                 returned.append(job_id)
             elif (host.kind_of(job.name) or job.kind) is FunctionKind.MUTATION:
+                actions.flush()  # the actions before it start first (S13)
                 attempts.append(self._attempt_mutation(job))
             else:
-                claimed = self._claim_after(job, previous, decided)
-                if claimed is not None:
-                    self._act(claimed)
-                previous = claimed
-        if not attempts and previous is None:
+                actions.add(job)
+        actions.flush()
+        previous = actions.previous
+        if not attempts and not previous:
             return Batch(decided, tuple(returned))
         committing = tuple(job.job_id for job, _, _ in attempts)
-        if previous is not None:
-            committing += (previous.job_id,)
+        committing += tuple(job.job_id for job in previous)
         final = functools.partial(self._commit_batch, attempts, previous)
         if self._commits is None:
             return Batch({**decided, **final()}, tuple(returned))
         return Batch(decided, tuple(returned), self._commits.submit(final), committing)
 
-    def _claim_after(
+    def claim_and_run(
         self,
-        job: ScheduledFunction,
-        previous: ScheduledFunction | None,
+        chunk: list[ScheduledFunction],
+        previous: list[ScheduledFunction],
         decided: dict[str, DueJob | None],
-    ) -> ScheduledFunction | None:
-        """Claim `job` in one save with `previous`'s outcome; return it if claimed.
+    ) -> tuple[list[ScheduledFunction], int]:
+        """Claim `chunk` in one save with `previous`'s outcomes, run it; return those run.
 
-        If that save fails, the outcome is saved on its own, and the job claimed on a fresh read.
+        Also return how long they took to run, in ms (on the injected clock).
+        """
+        claimed = self._claim_chunk(chunk, previous, decided)
+        began = self._host.clock.now_ms()
+        for job in claimed:
+            self._act(job)
+        return claimed, self._host.clock.now_ms() - began
+
+    def _claim_chunk(
+        self,
+        chunk: list[ScheduledFunction],
+        previous: list[ScheduledFunction],
+        decided: dict[str, DueJob | None],
+    ) -> list[ScheduledFunction]:
+        """Claim `chunk` in one save with `previous`'s outcomes; return the jobs claimed.
+
+        If that save fails, the outcomes are saved on their own, and each job is claimed alone
+        on a fresh read.
         """
         now = self._host.clock.now_ms()
-        job.start(self._host.node_id, now, now + self._host.lease_ms)
-        if previous is None:
-            objs: tuple[ScheduledFunction, ...] = (job,)
-        else:
-            objs = (previous, job)
-            completed = completed_event(previous)
-            decided[previous.job_id] = None
+        for job in chunk:
+            job.start(self._host.node_id, now, now + self._host.lease_ms)
+        completed = [completed_event(job) for job in previous]
+        for job in previous:
+            decided[job.job_id] = None
         try:
-            self._host.save(*objs)
+            self._host.save(*previous, *chunk)
         except Exception as error:
-            log.debug("job %s: claiming it with the last outcome failed (%s)", job.job_id, error)
+            log.debug("claiming %d actions with the last outcomes failed (%s)", len(chunk), error)
         else:
-            return job
-        if previous is not None:
-            self._record_outcome(previous.job_id, None, completed)
+            return chunk
+        for job, event in zip(previous, completed, strict=True):
+            self._record_outcome(job.job_id, None, event)
+        return [job for job in map(functools.partial(self._claim_alone, decided), chunk) if job]
+
+    def _claim_alone(
+        self, decided: dict[str, DueJob | None], job: ScheduledFunction
+    ) -> ScheduledFunction | None:
+        """Claim `job` on a fresh read; return it if claimed (else say in `decided` what next)."""
         try:
             fresh = self._host.load_job(job.job_id)
             if fresh is None or fresh.state is not JobState.PENDING:
@@ -138,15 +167,23 @@ class BatchRunner(JobRunner):
     def _commit_batch(
         self,
         attempts: list[Attempt],
-        last: ScheduledFunction | None,
+        last: list[ScheduledFunction],
     ) -> dict[str, DueJob | None]:
-        """Save the batch's mutations' commits, then its last action's outcome."""
+        """Save the batch's mutations' commits, then its last actions' outcomes (one save)."""
         decided: dict[str, DueJob | None] = {}
         if attempts:
             decided.update(self._commit_mutations(attempts))
-        if last is not None:
-            self._save_outcome(last)
-            decided[last.job_id] = None
+        if len(last) > 1:
+            completed = [completed_event(job) for job in last]
+            try:
+                self._host.save(*last)
+            except Exception as error:
+                log.debug("saving %d outcomes together failed (%s)", len(last), error)
+                for job, event in zip(last, completed, strict=True):
+                    self._record_outcome(job.job_id, None, event)
+        elif last:
+            self._save_outcome(last[0])
+        decided.update((job.job_id, None) for job in last)
         return decided
 
     def _commit_mutations(self, attempts: list[Attempt]) -> dict[str, DueJob | None]:
@@ -198,3 +235,41 @@ class BatchRunner(JobRunner):
                 obj.pending_events[:] = events
             return error
         return None
+
+
+class _Chunks:
+    """A batch's actions: the chunk gathered for the next claim, and the last chunk run."""
+
+    def __init__(self, runner: BatchRunner, decided: dict[str, DueJob | None]) -> None:
+        self._runner = runner
+        self._decided = decided
+        self._chunk: list[ScheduledFunction] = []
+        self._size = 1  # how many actions the next claim takes (`_next_chunk_size`)
+        self.previous: list[ScheduledFunction] = []
+        """The actions run last, their outcomes not saved yet."""
+
+    def add(self, job: ScheduledFunction) -> None:
+        """Add a due action; claim and run the chunk once it is full."""
+        self._chunk.append(job)
+        if len(self._chunk) >= self._size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Claim the chunk gathered so far (with the last outcomes) and run it."""
+        if self._chunk:
+            chunk, self._chunk = self._chunk, []
+            self.previous, took_ms = self._runner.claim_and_run(chunk, self.previous, self._decided)
+            self._size = _next_chunk_size(len(chunk), len(self.previous), took_ms)
+
+
+def _next_chunk_size(chunk: int, ran: int, took_ms: int) -> int:
+    """Return how many actions the next claim takes, after `ran` of `chunk` ran in `took_ms`.
+
+    Actions claimed together wait for one another, so only quick ones (under `QUICK_MS` each)
+    share a claim of up to `CHUNK_MAX`: for them the claim's commit is most of the cost of
+    running. A batch's first claim takes one action, to see; after a slow one, or a claim that
+    lost a job, the next takes one again.
+    """
+    if ran == 0 or ran < chunk or took_ms > QUICK_MS * ran:
+        return 1
+    return CHUNK_MAX

@@ -4,8 +4,8 @@ Batches are taken only when the timer is behind (the earliest due job `BEHIND_MS
 these tests move the fake clock past the due time before starting the runtime.
 
 Mutations of a batch commit in one save (S14 still holds for each: a save that fails is retried
-one mutation at a time); each action's claim shares a save with the outcome of the action
-before it, so no more actions are `inProgress` than are running (S13, S17).
+one mutation at a time); quick actions are claimed several at a time, each claim sharing a
+save with the outcomes of the actions before it, slow ones one at a time (S13, S17).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from schedlog import App
-from schedlog.actors.batch import BATCH_BUDGET_MS, Batch
+from schedlog.actors.batch import BATCH_BUDGET_MS, CHUNK_MAX, QUICK_MS, Batch
 from schedlog.actors.timer import BEHIND_MS
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, balance, state, types
@@ -127,7 +127,7 @@ def test_a_batch_whose_commit_conflicts_commits_each_mutation_alone_s14_s22(
         app.close()
 
 
-def test_actions_in_a_batch_are_claimed_one_at_a_time_s13_s17(
+def test_quick_actions_in_a_batch_are_claimed_several_at_a_time_s13_s17(
     clock: FakeClock, store_url: str
 ) -> None:
     app = App(store=store_url, clock=clock, max_concurrency=1)
@@ -145,12 +145,100 @@ def test_actions_in_a_batch_are_claimed_one_at_a_time_s13_s17(
         app.start()
         app.wait_until_idle()
         assert all(state(app, j) == "success" for j in jobs)
-        assert in_progress == [1] * JOBS  # only the running action is claimed
-        claims = [s for s in saves if "Started" in s]
-        assert all(s.count("Started") == 1 for s in claims)
-        # Each claim after the first carries the outcome of the action before it.
-        assert sum(s == ["Completed", "Started"] for s in saves) >= JOBS // 2
-        assert len(saves) < 2 * JOBS
+        assert all(types(app, j) == ["Scheduled", "Started", "Completed"] for j in jobs)
+        # The first claim takes one action, to see; it was quick, so the next take CHUNK_MAX.
+        assert in_progress[:2] == [1, CHUNK_MAX]
+        assert max(in_progress) == CHUNK_MAX  # claimed, waiting their turn, or running
+        claims = [s.count("Started") for s in saves if "Started" in s]
+        assert claims[:2] == [1, CHUNK_MAX]
+        assert sum(claims) == JOBS
+        # Each claim after the first carries the outcomes of the chunk before it.
+        assert ["Completed", "Started", *["Started"] * (CHUNK_MAX - 1)] in saves
+        assert len(saves) <= JOBS // CHUNK_MAX + 3
+    finally:
+        app.close()
+
+
+def test_slow_actions_in_a_batch_are_claimed_one_at_a_time_s13_s17(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    in_progress: list[int] = []
+
+    @app.action(name="jobs:slow_look")
+    def slow_look(ctx) -> None:
+        del ctx
+        in_progress.append(app.stats().counts["inProgress"])
+        clock.advance(QUICK_MS + 1)  # slower than a chunk's actions may be
+
+    try:
+        jobs = [app.scheduler.run_after(0, slow_look) for _ in range(6)]
+        saves = _spy_saves(app)
+        clock.advance(BEHIND_MS)
+        app.start()
+        app.wait_until_idle()
+        assert all(state(app, j) == "success" for j in jobs)
+        assert in_progress == [1] * 6  # only the running action is claimed
+        assert all(s.count("Started") <= 1 for s in saves)
+        assert ["Completed", "Started"] in saves  # a claim still carries the outcome before it
+    finally:
+        app.close()
+
+
+def test_a_chunk_whose_claim_conflicts_claims_each_action_alone_s17_s20(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    ran: list[int] = []
+    jobs: list[str] = []
+
+    @app.action(name="jobs:cancel_one")
+    def cancel_one(ctx, index: int) -> None:
+        ran.append(index)
+        if index == 0:  # canceled after the batch read it, before the next chunk's claim
+            ctx.scheduler.cancel(jobs[3])
+
+    try:
+        jobs += [app.scheduler.run_after(0, cancel_one, i) for i in range(6)]
+        saves = _spy_saves(app)
+        clock.advance(BEHIND_MS)
+        app.start()
+        app.wait_until_idle()
+        assert ran == [0, 1, 2, 4, 5]  # the canceled one never ran (S20), the rest once each
+        assert types(app, jobs[3]) == ["Scheduled", "Canceled"]
+        assert state(app, jobs[3]) == "canceled"
+        for job in jobs[:3] + jobs[4:]:
+            assert types(app, job) == ["Scheduled", "Started", "Completed"]
+            assert state(app, job) == "success"
+        assert ["Completed", *["Started"] * 5] in saves  # the chunk's claim that lost
+    finally:
+        app.close()
+
+
+def test_a_batch_starts_actions_and_mutations_in_due_order_s13(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    order: list[int] = []
+
+    @app.action(name="jobs:act")
+    def act(ctx, index: int) -> None:
+        del ctx
+        order.append(index)
+
+    @app.mutation(name="jobs:mutate")
+    def mutate(ctx, index: int) -> None:
+        del ctx
+        order.append(index)
+
+    try:
+        kinds = [act, act, act, mutate, act, act, mutate, act]
+        jobs = [app.scheduler.run_after(0, fn, i) for i, fn in enumerate(kinds)]
+        clock.advance(BEHIND_MS)
+        app.start()
+        app.wait_until_idle()
+        assert order == list(range(len(kinds)))  # a chunk of actions runs before a mutation
+        assert all(state(app, j) == "success" for j in jobs)
     finally:
         app.close()
 
