@@ -5,9 +5,10 @@ Mutations of a batch commit in one save; if it fails (a conflict, say), each one
 tried on its own, as a lone attempt's would be (S14, S15, S22). Actions are claimed
 (`Started` saved, S17) before they run, each claim sharing a save with the outcomes of the
 actions run before it. A quick action's cost is mostly that claim's commit, so quick actions
-are claimed up to `CHUNK_MAX` at a time and then run one after another: `inProgress` then
-counts the claimed ones waiting their turn too, and a crash meanwhile fails them unrun, as it
-fails a running one (S19): at most once, never twice. Slow actions are claimed one at a time.
+are claimed up to `CHUNK_MAX` at a time and then run one after another (`_Chunks`):
+`inProgress` then counts the claimed ones waiting their turn too, and a crash meanwhile fails
+them unrun, as it fails a running one (S19): at most once, never twice. Other actions are
+claimed alone.
 A batch that runs out of time hands its jobs not started back.
 """
 
@@ -32,10 +33,10 @@ __all__ = ["BATCH_BUDGET_MS", "CHUNK_MAX", "QUICK_MS", "Batch", "BatchRunner"]
 log = logging.getLogger(__name__)
 
 CHUNK_MAX = 8
-"""The most actions of a batch claimed in one save (see `_next_chunk_size`)."""
+"""The most actions of a batch claimed in one save (see `_Chunks`)."""
 QUICK_MS = 2
-"""Actions that take less than this each (on the injected clock) are claimed several at once;
-slower ones one at a time."""
+"""An action whose function ran in less than this the last time (on the injected clock) is
+claimed with others; any other alone."""
 BATCH_BUDGET_MS = 100
 """How long an executor keeps starting the jobs of one batch; the rest go back to the timer
 (so one slow job does not hold the others while executors are free)."""
@@ -62,6 +63,10 @@ Attempt = tuple[ScheduledFunction, tuple[Any, ...], int]
 
 class BatchRunner(JobRunner):
     """A `JobRunner` that also runs batches."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._quick: dict[str, bool] = {}  # registered function name -> it ran quickly last
 
     def run_batch(self, job_ids: Sequence[str]) -> Batch:
         """Run several due jobs in turn, read in one query; their claims and commits share saves.
@@ -107,16 +112,23 @@ class BatchRunner(JobRunner):
         chunk: list[ScheduledFunction],
         previous: list[ScheduledFunction],
         decided: dict[str, DueJob | None],
-    ) -> tuple[list[ScheduledFunction], int]:
+    ) -> list[ScheduledFunction]:
         """Claim `chunk` in one save with `previous`'s outcomes, run it; return those run.
 
-        Also return how long they took to run, in ms (on the injected clock).
+        How long each took (on the injected clock) says whether its function is quick.
         """
         claimed = self._claim_chunk(chunk, previous, decided)
-        began = self._host.clock.now_ms()
+        clock = self._host.clock
         for job in claimed:
+            began = clock.now_ms()
             self._act(job)
-        return claimed, self._host.clock.now_ms() - began
+            if self._host.kind_of(job.name) is not None:  # a name no longer registered: failed
+                self._quick[job.name] = clock.now_ms() - began < QUICK_MS
+        return claimed
+
+    def is_quick(self, name: str) -> bool:
+        """Tell whether the function `name` ran in under `QUICK_MS` the last time it ran here."""
+        return self._quick.get(name, False)
 
     def _claim_chunk(
         self,
@@ -238,38 +250,33 @@ class BatchRunner(JobRunner):
 
 
 class _Chunks:
-    """A batch's actions: the chunk gathered for the next claim, and the last chunk run."""
+    """A batch's actions: the chunk gathered for the next claim, and the last chunk run.
+
+    Actions claimed together wait for one another, so only quick ones share a claim (their
+    function ran in under `QUICK_MS` the last time), up to `CHUNK_MAX` of them: for them the
+    claim's commit is most of the cost of running. Any other action is claimed alone.
+    """
 
     def __init__(self, runner: BatchRunner, decided: dict[str, DueJob | None]) -> None:
         self._runner = runner
         self._decided = decided
         self._chunk: list[ScheduledFunction] = []
-        self._size = 1  # how many actions the next claim takes (`_next_chunk_size`)
         self.previous: list[ScheduledFunction] = []
         """The actions run last, their outcomes not saved yet."""
 
     def add(self, job: ScheduledFunction) -> None:
-        """Add a due action; claim and run the chunk once it is full."""
+        """Add a due action; claim and run the chunk once it is full, or the action alone."""
+        if not self._runner.is_quick(job.name):
+            self.flush()  # the quick ones before it start first (S13)
+            self._chunk.append(job)
+            self.flush()
+            return
         self._chunk.append(job)
-        if len(self._chunk) >= self._size:
+        if len(self._chunk) >= CHUNK_MAX:
             self.flush()
 
     def flush(self) -> None:
         """Claim the chunk gathered so far (with the last outcomes) and run it."""
         if self._chunk:
             chunk, self._chunk = self._chunk, []
-            self.previous, took_ms = self._runner.claim_and_run(chunk, self.previous, self._decided)
-            self._size = _next_chunk_size(len(chunk), len(self.previous), took_ms)
-
-
-def _next_chunk_size(chunk: int, ran: int, took_ms: int) -> int:
-    """Return how many actions the next claim takes, after `ran` of `chunk` ran in `took_ms`.
-
-    Actions claimed together wait for one another, so only quick ones (under `QUICK_MS` each)
-    share a claim of up to `CHUNK_MAX`: for them the claim's commit is most of the cost of
-    running. A batch's first claim takes one action, to see; after a slow one, or a claim that
-    lost a job, the next takes one again.
-    """
-    if ran == 0 or ran < chunk or took_ms > QUICK_MS * ran:
-        return 1
-    return CHUNK_MAX
+            self.previous = self._runner.claim_and_run(chunk, self.previous, self._decided)

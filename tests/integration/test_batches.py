@@ -185,6 +185,39 @@ def test_slow_actions_in_a_batch_are_claimed_one_at_a_time_s13_s17(
         app.close()
 
 
+def test_a_slow_function_is_claimed_alone_among_quick_ones_s13_s17(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    seen: list[tuple[str, int]] = []
+
+    @app.action(name="jobs:quick")
+    def quick(ctx) -> None:
+        del ctx
+        seen.append(("quick", app.stats().counts["inProgress"]))
+
+    @app.action(name="jobs:slow")
+    def slow(ctx) -> None:
+        del ctx
+        seen.append(("slow", app.stats().counts["inProgress"]))
+        clock.advance(QUICK_MS)  # not under QUICK_MS: slow
+
+    try:
+        kinds = [quick] * 4 + [slow] + [quick] * 4 + [slow]
+        jobs = [app.scheduler.run_after(0, fn) for fn in kinds]
+        saves = _spy_saves(app)
+        clock.advance(BEHIND_MS)
+        app.start()
+        app.wait_until_idle()
+        assert [name for name, _ in seen] == [fn.__name__ for fn in kinds]  # due order (S13)
+        assert all(state(app, j) == "success" for j in jobs)
+        # Unknown functions are claimed alone until they have run once; quick ones together.
+        assert [s.count("Started") for s in saves if "Started" in s] == [1, 3, 1, 4, 1]
+        assert [n for name, n in seen if name == "slow"] == [1, 1]  # nothing waits behind one
+    finally:
+        app.close()
+
+
 def test_a_chunk_whose_claim_conflicts_claims_each_action_alone_s17_s20(
     clock: FakeClock, store_url: str
 ) -> None:
