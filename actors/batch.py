@@ -7,9 +7,9 @@ tried on its own, as a lone attempt's would be (S14, S15, S22). Actions are clai
 actions run before it. A quick action's cost is mostly that claim's commit, so quick actions
 are claimed up to `CHUNK_MAX` at a time and then run one after another (`_Chunks`):
 `inProgress` then counts the claimed ones waiting their turn too, and a crash meanwhile fails
-them unrun, as it fails a running one (S19): at most once, never twice. Other actions are
-claimed alone.
-A batch that runs out of time hands its jobs not started back.
+them unrun, as it fails a running one (S19): at most once, never twice; a cancel landing on
+one is a cancel in progress (S21: it still runs, its state stays canceled). Other actions are
+claimed alone. A batch that runs out of time hands its jobs not started back.
 """
 
 from __future__ import annotations

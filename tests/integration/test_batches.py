@@ -248,6 +248,34 @@ def test_a_chunk_whose_claim_conflicts_claims_each_action_alone_s17_s20(
         app.close()
 
 
+def test_a_cancel_of_an_action_claimed_in_a_chunk_is_a_cancel_in_progress_s21(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    ran: list[int] = []
+    jobs: list[str] = []
+
+    @app.action(name="jobs:cancel_later")
+    def cancel_later(ctx, index: int) -> None:
+        ran.append(index)
+        if index == 1:  # the first of a chunk claimed together: job 3 is claimed, waiting
+            ctx.scheduler.cancel(jobs[3])
+
+    try:
+        jobs += [app.scheduler.run_after(0, cancel_later, i) for i in range(6)]
+        saves = _spy_saves(app)
+        clock.advance(BEHIND_MS)
+        app.start()
+        app.wait_until_idle()
+        assert [s.count("Started") for s in saves if "Started" in s] == [1, 5]
+        assert ran == list(range(6))  # it was in progress: not interrupted, run once (S21)
+        assert types(app, jobs[3]) == ["Scheduled", "Started", "Canceled", "Completed"]
+        assert state(app, jobs[3]) == "canceled"
+        assert all(state(app, j) == "success" for j in jobs if j != jobs[3])
+    finally:
+        app.close()
+
+
 def test_a_batch_starts_actions_and_mutations_in_due_order_s13(
     clock: FakeClock, store_url: str
 ) -> None:
