@@ -11,6 +11,11 @@ connection drops its whole page cache whenever another connection has written si
 transaction, so every group commit began on a cold cache, reading the B-tree pages of the log,
 the view and its indexes again. `StatementCachingPool.writer` is one connection kept for the
 group commit alone (on a file; an in-memory store keeps the library's read/write interlock).
+
+Reading one job's events through the library's pool (take a connection, BEGIN, SELECT,
+ROLLBACK, hand it back) cost about 100 us more than the SELECT itself, a tenth of a cancel.
+`StatementCachingPool.read` runs such a one-statement read on a connection of the calling
+thread's own, in autocommit (one statement is one consistent snapshot).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import threading
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from eventsourcing.persistence import InterfaceError
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 from eventsourcing.sqlite import (
     SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteConnection,
@@ -30,11 +35,18 @@ from eventsourcing.sqlite import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Sequence
 
     from eventsourcing.utils import Environment, EnvType
 
 __all__ = ["FAST_BUSY_MS", "STATEMENT_CACHE", "SQLiteStoreFactory", "StatementCachingPool"]
+
+_READ_ERRORS: tuple[tuple[type[sqlite3.Error], type[PersistenceError]], ...] = (
+    (sqlite3.OperationalError, OperationalError),
+    (sqlite3.InterfaceError, InterfaceError),
+    (sqlite3.Error, PersistenceError),
+)
+"""How `read` reports the driver's errors: as the library's own (the runtime sorts those)."""
 
 STATEMENT_CACHE = 256
 """Prepared statements kept per connection (Python's default is 128; ours are ~40 distinct)."""
@@ -50,6 +62,8 @@ class StatementCachingPool(SQLiteConnectionPool):
         super().__init__(db_name=db_name, lock_timeout=lock_timeout)
         self._writer: SQLiteConnection | None = None
         self._writer_guard = threading.Lock()  # (the library's `_writer_lock` is its interlock)
+        self._mine = threading.local()  # each thread's reader connection (`read`)
+        self._readers: list[SQLiteConnection] = []
 
     def writer(self) -> SQLiteConnection | None:
         """Return the connection the group commit writes on; None for an in-memory store.
@@ -85,13 +99,36 @@ class StatementCachingPool(SQLiteConnectionPool):
                 raw.rollback()
             raise
 
+    def read(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row] | None:
+        """Run one SELECT on the calling thread's own connection; None for an in-memory store.
+
+        The statement runs in autocommit, so it reads one consistent snapshot of what was
+        committed when it began (WAL: never blocked by the writer).
+        """
+        if self.is_sqlite_memory_mode:
+            return None
+        conn: SQLiteConnection | None = getattr(self._mine, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._create_connection()
+            with self._writer_guard:
+                self._readers.append(conn)
+            self._mine.conn = conn
+        try:
+            return conn._sqlite_conn.execute(sql, params).fetchall()  # noqa: SLF001
+        except sqlite3.Error as e:
+            mapped = next(ours for theirs, ours in _READ_ERRORS if isinstance(e, theirs))
+            raise mapped(e) from e
+
     def close(self) -> None:
-        """Close the pool's connections and the writer's."""
+        """Close the pool's connections, the writer's and the readers'."""
         super().close()
         with self._writer_guard:
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
+            for reader in self._readers:
+                reader.close()
+            self._readers.clear()
 
     def _create_connection(self) -> SQLiteConnection:
         """Open a connection as the library does (WAL, autocommit, rows by name), caching."""

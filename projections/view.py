@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
-from eventsourcing.persistence import IntegrityError, Notification, OperationalError
+from eventsourcing.persistence import IntegrityError, Notification, OperationalError, StoredEvent
 from eventsourcing.sqlite import (
     SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteApplicationRecorder,
@@ -43,8 +43,6 @@ from schedlog.projections.writes import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
-
-    from eventsourcing.persistence import StoredEvent
 
 __all__ = [
     "JOB_TOPIC_PREFIX",
@@ -302,6 +300,40 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
             save.ids = ids
             position = self._apply_save(cur, position, save, counts)
         return ids, position
+
+    def select_events(
+        self,
+        originator_id: UUID | str,
+        *,
+        gt: int | None = None,
+        lte: int | None = None,
+        desc: bool = False,
+        limit: int | None = None,
+    ) -> Sequence[StoredEvent]:
+        """Read an aggregate's events: one job's, mostly (a cancel, a run, its history).
+
+        A plain read of all of them in order takes the calling thread's reader connection
+        (`StatementCachingPool.read`); any other goes the library's way.
+        """
+        pool = self.datastore.pool
+        if gt is None and lte is None and not desc and limit is None:
+            key = originator_id.hex if isinstance(originator_id, UUID) else originator_id
+            rows = (
+                pool.read(f"{self.select_events_statement}ORDER BY originator_version", (key,))
+                if isinstance(pool, StatementCachingPool)
+                else None
+            )
+            if rows is not None:
+                return [
+                    StoredEvent(
+                        originator_id=self.convert_originator_id(row["originator_id"]),
+                        originator_version=row["originator_version"],
+                        topic=row["topic"],
+                        state=row["state"],
+                    )
+                    for row in rows
+                ]
+        return super().select_events(originator_id, gt=gt, lte=lte, desc=desc, limit=limit)
 
     @property
     def db(self) -> Db:

@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+from eventsourcing.persistence import OperationalError
 
 from schedlog import App, InvalidQueryError, StoreError
+from schedlog.actors.retry import Fault, classify
 from schedlog.events import ConflictError, FunctionKind, Outcome, ScheduledFunction
 from schedlog.projections import view as view_module
 from schedlog.projections.schema import POSITION, TABLE
@@ -432,3 +434,51 @@ def test_sqlite_a_failed_commit_leaves_the_writer_ready_for_the_next_save(
     assert failures
     assert ids == [kept]
     assert len(logged) == 1
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_sqlite_a_job_is_read_on_the_threads_own_connection_and_sees_every_commit(
+    app: App, clock: FakeClock
+) -> None:
+    """Loading a job reads on the calling thread's own connection, never a stale snapshot.
+
+    The writer commits on another connection each time; every load, from this thread and from
+    another one, sees the job as last committed. Closing the store closes the readers.
+    """
+    _an_action(app)
+    pool = app.store.recorder.datastore.pool
+    job_id = app.scheduler.run_after(1_000, "jobs:a")
+    seen = [app.store.load_job(job_id)]
+    clock.advance(10)
+    app.scheduler.cancel(job_id)
+    seen.append(app.store.load_job(job_id))
+    elsewhere: list[ScheduledFunction | None] = []
+    reader = threading.Thread(target=lambda: elsewhere.append(app.store.load_job(job_id)))
+    reader.start()
+    reader.join()
+    readers = list(pool._readers)
+    states = [job.state.value if job else None for job in [*seen, *elsewhere]]
+    assert states == ["pending", "canceled", "canceled"]
+    assert [job.version for job in elsewhere if job] == [2]
+    assert len(readers) == 2  # this thread's and the other thread's
+    assert all(
+        any(
+            sql.startswith("SELECT * FROM stored_events")
+            for (sql,) in r._sqlite_conn.execute("SELECT sql FROM sqlite_stmt")
+        )
+        for r in readers
+    )
+    assert app.store.load_job(str(uuid.uuid4())) is None  # no events: no job
+    app.close()
+    assert all(r.closed for r in readers)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_sqlite_a_failed_read_raises_the_librarys_error_which_the_runtime_retries(
+    app: App,
+) -> None:
+    pool = app.store.recorder.datastore.pool
+    with pytest.raises(OperationalError, match="no such table") as caught:
+        pool.read("SELECT * FROM no_such_table", ())
+    assert classify(caught.value) is Fault.TRANSIENT
+    assert pool.read("SELECT 1", ()) is not None  # the connection still serves
