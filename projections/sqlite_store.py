@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import weakref
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -63,7 +64,9 @@ class StatementCachingPool(SQLiteConnectionPool):
         self._writer: SQLiteConnection | None = None
         self._writer_guard = threading.Lock()  # (the library's `_writer_lock` is its interlock)
         self._mine = threading.local()  # each thread's reader connection (`read`)
-        self._readers: list[SQLiteConnection] = []
+        # Held weakly: a thread that ends drops its reader with its locals (a web server's
+        # request threads, say, would otherwise pile up connections until the store closes).
+        self._readers: weakref.WeakSet[SQLiteConnection] = weakref.WeakSet()
 
     def writer(self) -> SQLiteConnection | None:
         """Return the connection the group commit writes on; None for an in-memory store.
@@ -111,7 +114,7 @@ class StatementCachingPool(SQLiteConnectionPool):
         if conn is None or conn.closed:
             conn = self._create_connection()
             with self._writer_guard:
-                self._readers.append(conn)
+                self._readers.add(conn)
             self._mine.conn = conn
         try:
             return conn._sqlite_conn.execute(sql, params).fetchall()  # noqa: SLF001
@@ -126,7 +129,7 @@ class StatementCachingPool(SQLiteConnectionPool):
             if self._writer is not None:
                 self._writer.close()
                 self._writer = None
-            for reader in self._readers:
+            for reader in list(self._readers):
                 reader.close()
             self._readers.clear()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import sqlite3
 import threading
 import uuid
@@ -443,7 +444,8 @@ def test_sqlite_a_job_is_read_on_the_threads_own_connection_and_sees_every_commi
     """Loading a job reads on the calling thread's own connection, never a stale snapshot.
 
     The writer commits on another connection each time; every load, from this thread and from
-    another one, sees the job as last committed. Closing the store closes the readers.
+    another one, sees the job as last committed. A thread that ends drops its reader; closing
+    the store closes the rest.
     """
     _an_action(app)
     pool = app.store.recorder.datastore.pool
@@ -453,24 +455,27 @@ def test_sqlite_a_job_is_read_on_the_threads_own_connection_and_sees_every_commi
     app.scheduler.cancel(job_id)
     seen.append(app.store.load_job(job_id))
     elsewhere: list[ScheduledFunction | None] = []
-    reader = threading.Thread(target=lambda: elsewhere.append(app.store.load_job(job_id)))
+    readers_then: list[int] = []
+
+    def read_elsewhere() -> None:
+        elsewhere.append(app.store.load_job(job_id))
+        readers_then.append(len(pool._readers))
+
+    reader = threading.Thread(target=read_elsewhere)
     reader.start()
     reader.join()
-    readers = list(pool._readers)
+    gc.collect()
     states = [job.state.value if job else None for job in [*seen, *elsewhere]]
     assert states == ["pending", "canceled", "canceled"]
     assert [job.version for job in elsewhere if job] == [2]
-    assert len(readers) == 2  # this thread's and the other thread's
-    assert all(
-        any(
-            sql.startswith("SELECT * FROM stored_events")
-            for (sql,) in r._sqlite_conn.execute("SELECT sql FROM sqlite_stmt")
-        )
-        for r in readers
-    )
+    assert readers_then == [2]  # this thread's and the other thread's
+    assert len(pool._readers) == 1  # the other thread ended: its reader went with it
+    (mine,) = pool._readers
+    statements = [sql for (sql,) in mine._sqlite_conn.execute("SELECT sql FROM sqlite_stmt")]
+    assert any(sql.startswith("SELECT * FROM stored_events") for sql in statements)
     assert app.store.load_job(str(uuid.uuid4())) is None  # no events: no job
     app.close()
-    assert all(r.closed for r in readers)
+    assert mine.closed
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
