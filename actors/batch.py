@@ -144,18 +144,32 @@ class BatchRunner(JobRunner):
         now = self._host.clock.now_ms()
         for job in chunk:
             job.start(self._host.node_id, now, now + self._host.lease_ms)
-        completed = [completed_event(job) for job in previous]
         for job in previous:
             decided[job.job_id] = None
-        try:
-            self._host.save(*previous, *chunk)
-        except Exception as error:
-            log.debug("claiming %d actions with the last outcomes failed (%s)", len(chunk), error)
-        else:
+        if self._save_outcomes(previous, chunk):
             return chunk
-        for job, event in zip(previous, completed, strict=True):
-            self._record_outcome(job.job_id, None, event)
         return [job for job in map(functools.partial(self._claim_alone, decided), chunk) if job]
+
+    def _save_outcomes(
+        self, done: list[ScheduledFunction], claims: list[ScheduledFunction] | None = None
+    ) -> bool:
+        """Save the outcomes of `done` (with `claims`, if any) in one save; True if it landed.
+
+        If it fails, each outcome is then saved on its own, on a fresh read, until it lands;
+        the claims are lost (their events went with the failed save).
+        """
+        completed = [completed_event(job) for job in done]
+        try:
+            self._host.save(*done, *(claims or ()))
+        except Exception as error:
+            log.debug(
+                "saving %d outcomes and %d claims failed (%s)", len(done), len(claims or ()), error
+            )
+        else:
+            return True
+        for job, event in zip(done, completed, strict=True):
+            self._record_outcome(job.job_id, None, event)
+        return False
 
     def _claim_alone(
         self, decided: dict[str, DueJob | None], job: ScheduledFunction
@@ -185,16 +199,8 @@ class BatchRunner(JobRunner):
         decided: dict[str, DueJob | None] = {}
         if attempts:
             decided.update(self._commit_mutations(attempts))
-        if len(last) > 1:
-            completed = [completed_event(job) for job in last]
-            try:
-                self._host.save(*last)
-            except Exception as error:
-                log.debug("saving %d outcomes together failed (%s)", len(last), error)
-                for job, event in zip(last, completed, strict=True):
-                    self._record_outcome(job.job_id, None, event)
-        elif last:
-            self._save_outcome(last[0])
+        if last:
+            self._save_outcomes(last)
         decided.update((job.job_id, None) for job in last)
         return decided
 
