@@ -50,6 +50,11 @@ _READ_ERRORS: tuple[tuple[type[sqlite3.Error], type[PersistenceError]], ...] = (
 )
 """How `read` reports the driver's errors: as the library's own (the runtime sorts those)."""
 
+PAGE_SIZE = 2048
+"""The page size of a new store file (SQLite's default is 4096; an existing file keeps its own).
+
+A save touches about ten pages (the log, its index, the view row, its indexes, the counts);
+each goes to the WAL whole before the fsync, so smaller pages make the commit cheaper."""
 STATEMENT_CACHE = 256
 """Prepared statements kept per connection (Python's default is 128; ours are ~40 distinct)."""
 FAST_BUSY_MS = 1
@@ -148,6 +153,7 @@ class StatementCachingPool(SQLiteConnectionPool):
         except (sqlite3.Error, TypeError) as e:
             raise InterfaceError(e) from e
         if not self.is_sqlite_memory_mode and not self.is_journal_mode_wal:
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file's only: see PAGE_SIZE
             (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
             if mode.lower() != "wal":
                 conn.execute("PRAGMA journal_mode=WAL")

@@ -16,6 +16,7 @@ from eventsourcing.persistence import OperationalError
 from schedlog import App, InvalidQueryError, StoreError
 from schedlog.actors.retry import Fault, classify
 from schedlog.events import ConflictError, FunctionKind, Outcome, ScheduledFunction
+from schedlog.projections import sqlite_store
 from schedlog.projections import view as view_module
 from schedlog.projections.schema import POSITION, TABLE
 from schedlog.projections.sql import Cur, Dialect
@@ -487,3 +488,37 @@ def test_sqlite_a_failed_read_raises_the_librarys_error_which_the_runtime_retrie
         pool.read("SELECT * FROM no_such_table", ())
     assert classify(caught.value) is Fault.TRANSIENT
     assert pool.read("SELECT 1", ()) is not None  # the connection still serves
+
+
+def test_sqlite_a_new_store_file_gets_small_pages_and_an_old_one_keeps_its_own(
+    tmp_path, clock: FakeClock
+) -> None:
+    """A new file is made with `PAGE_SIZE` pages (cheaper commits); a file made before with
+    SQLite's default keeps its pages and its jobs, and takes new ones.
+    """
+    old_path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(old_path)) as raw:
+        raw.execute("PRAGMA page_size = 4096")
+        raw.execute("CREATE TABLE before_schedlog (x)")
+        raw.commit()
+    sizes = {}
+    kept = {}
+    for name in ("new", "old"):
+        path = tmp_path / f"{name}.db"
+        first = App(store=f"sqlite://{path}", clock=clock)
+        _an_action(first)
+        job_id = first.scheduler.run_after(1_000, "jobs:a")
+        first.close()
+        again = App(store=f"sqlite://{path}", clock=clock)
+        _an_action(again)
+        again.scheduler.run_after(2_000, "jobs:a")
+        kept[name] = [d["_id"] for d in again.scheduled_functions.query(limit=10).items]
+        again.close()
+        with contextlib.closing(sqlite3.connect(path)) as raw:
+            (sizes[name],) = raw.execute("PRAGMA page_size").fetchone()
+            (journal,) = raw.execute("PRAGMA journal_mode").fetchone()
+        assert journal == "wal"
+        assert job_id in kept[name]
+    assert sizes == {"new": sqlite_store.PAGE_SIZE, "old": 4096}
+    assert sqlite_store.PAGE_SIZE == 2048
+    assert [len(ids) for ids in kept.values()] == [2, 2]
