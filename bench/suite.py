@@ -6,6 +6,8 @@ sink file) with one worker of 4 slots; one client thread unless stated. Runs are
 figure is the median of `--runs` runs, with min and max.
 
 - W0 raw SQLite (WAL, synchronous=FULL): one INSERT + COMMIT per call; rows/s (the fsync floor).
+  Beside it, for context, schedlog's own rows of one `run_at` written by hand through the driver
+  (event, view row, counts, position), one commit per call: the floor of W1 with that schema.
 - W1 schedule: one-shot jobs due in an hour, one durable call at a time (no worker); with 8
   client threads; and schedlog's batch form (`app.run_mutation`, 1,000 jobs per commit); jobs/s.
 - W2 drain: jobs due now, (a) scheduled while the worker process runs: from the first call to the
@@ -51,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,6 +66,10 @@ from bench._common import ROOT, Sink, WorkerProcess, close_sinks, percentile
 from bench.peers.sys_apscheduler import APScheduler
 from bench.peers.sys_huey import Huey
 from bench.peers.sys_schedlog import ACTION, Schedlog, SchedlogClient
+from schedlog.projections.schema import POSITION
+from schedlog.projections.schema import TABLE as VIEW_TABLE
+from schedlog.projections.view import SET_POSITION, VIEW_NAME
+from schedlog.projections.writes import counts_statements
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -315,8 +322,53 @@ def w0_raw_sqlite(bench: Bench, run: int) -> None:
             rate = n / (time.perf_counter() - t0)
         finally:
             conn.close()
+    rows = w0_schedlog_rows(bench)
     bench.results.add(("W0", "INSERT + COMMIT", RAW), rate, "rows/s")
-    bench.say(f"W0 run {run}: {rate:,.0f} rows/s")
+    bench.results.add(("W0", "schedlog's rows by hand", RAW), rows, "calls/s")
+    bench.say(f"W0 run {run}: {rate:,.0f} rows/s; schedlog's rows by hand {rows:,.0f} calls/s")
+
+
+def w0_schedlog_rows(bench: Bench) -> float:
+    """What one schedule writes, by hand: one commit per call of the same rows schedlog writes.
+
+    A store made by schedlog (its tables, indexes and page size) gets, per call, the rows of
+    one `run_at`: its `Scheduled` event (a copy of a real one under a new id), the view row,
+    the counts and the view's position, in the statements schedlog runs, then COMMIT. No
+    Python above the driver: the SQLite floor for W1 with this schema (context, no target).
+    """
+    n = bench.sizes.jobs
+    with bench.scratch() as d:
+        path = d / "rows.db"
+        app = Schedlog().client(path).app
+        try:
+            app.scheduler.run_at(now_ms() + HOUR_MS, ACTION, str(d / "sink"), 0)
+        finally:
+            app.close()
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            (topic, state) = conn.execute("SELECT topic, state FROM stored_events").fetchone()
+            row = list(conn.execute(f"SELECT * FROM {VIEW_TABLE}").fetchone())  # noqa: S608
+            marks = ", ".join("?" * len(row))
+            first_id = row[0]
+            insert_event = "INSERT INTO stored_events VALUES (?, 1, ?, ?)"
+            insert_row = f"INSERT INTO {VIEW_TABLE} VALUES ({marks})"  # noqa: S608
+            t0 = time.perf_counter()
+            for _ in range(n):
+                job_id = str(uuid.uuid4())
+                conn.execute("BEGIN")
+                seq = conn.execute(insert_event, (job_id.replace("-", ""), topic, state)).lastrowid
+                conn.execute(f"SELECT position FROM {POSITION} WHERE view = ?", (VIEW_NAME,))  # noqa: S608
+                row[0], row[1] = job_id, seq
+                conn.execute(insert_row, row)
+                conn.execute(counts_statements({"pending": 1})[0][0], ("pending", 1))
+                conn.execute(SET_POSITION, (VIEW_NAME, seq))
+                conn.execute("COMMIT")
+            rate = n / (time.perf_counter() - t0)
+            assert first_id != row[0]  # noqa: S101 - the rows were new ones
+        finally:
+            conn.close()
+    return rate
 
 
 # W1: scheduling.
