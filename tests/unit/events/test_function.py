@@ -66,6 +66,25 @@ def test_s2_schedule_appends_scheduled_with_every_field() -> None:
     assert scheduled.parent_id == "parent-1"
 
 
+def test_s3_a_new_jobs_id_is_a_version_7_uuid_led_by_its_creation_time() -> None:
+    """Ids in creation order sit next to each other in every index keyed by id.
+
+    The time is the job's `creation_time_ms` (the injected clock's), not read by the domain; 74
+    bits are random, so jobs made in the same millisecond still differ.
+    """
+    same_ms = [_job(creation_time_ms=1_800_000_000_000) for _ in range(1_000)]
+    later = _job(creation_time_ms=1_800_000_000_001)
+    ids = [job.id for job in same_ms]
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in [*ids, later.id])
+    assert {i.int >> 80 for i in ids} == {1_800_000_000_000}
+    assert later.id.int >> 80 == 1_800_000_000_001
+    assert len(set(ids)) == len(ids)
+    random_bits = {(i.int >> 64 & 0xFFF) << 62 | i.int & ((1 << 62) - 1) for i in ids}
+    assert len(random_bits) == len(ids)
+    assert all(i < later.id for i in ids)
+    assert _job(creation_time_ms=1_000).job_id < _job(creation_time_ms=2_000).job_id
+
+
 def test_s1_a_new_job_is_pending_attempt_one() -> None:
     job = _job()
     assert job.state is JobState.PENDING
