@@ -53,7 +53,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,6 +65,7 @@ from bench._common import ROOT, Sink, WorkerProcess, close_sinks, percentile
 from bench.peers.sys_apscheduler import APScheduler
 from bench.peers.sys_huey import Huey
 from bench.peers.sys_schedlog import ACTION, Schedlog, SchedlogClient
+from schedlog.events import ScheduledFunction
 from schedlog.projections.schema import POSITION
 from schedlog.projections.schema import TABLE as VIEW_TABLE
 from schedlog.projections.view import SET_POSITION, VIEW_NAME
@@ -332,9 +332,10 @@ def w0_schedlog_rows(bench: Bench) -> float:
     """What one schedule writes, by hand: one commit per call of the same rows schedlog writes.
 
     A store made by schedlog (its tables, indexes and page size) gets, per call, the rows of
-    one `run_at`: its `Scheduled` event (a copy of a real one under a new id), the view row,
-    the counts and the view's position, in the statements schedlog runs, then COMMIT. No
-    Python above the driver: the SQLite floor for W1 with this schema (context, no target).
+    one `run_at`: its `Scheduled` event (a copy of a real one under a new id of schedlog's
+    kind), the view row, the counts and the view's position, in the statements schedlog runs,
+    then COMMIT. No Python above the driver: the SQLite floor for W1 with this schema (context,
+    no target).
     """
     n = bench.sizes.jobs
     with bench.scratch() as d:
@@ -355,7 +356,7 @@ def w0_schedlog_rows(bench: Bench) -> float:
             insert_row = f"INSERT INTO {VIEW_TABLE} VALUES ({marks})"  # noqa: S608
             t0 = time.perf_counter()
             for _ in range(n):
-                job_id = str(uuid.uuid4())
+                job_id = str(ScheduledFunction.create_id(now_ms()))  # schedlog's own ids
                 conn.execute("BEGIN")
                 seq = conn.execute(insert_event, (job_id.replace("-", ""), topic, state)).lastrowid
                 conn.execute(f"SELECT position FROM {POSITION} WHERE view = ?", (VIEW_NAME,))  # noqa: S608
