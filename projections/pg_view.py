@@ -11,7 +11,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.pq import TransactionStatus
 from psycopg.sql import SQL, Composed, Identifier, Literal
@@ -92,14 +92,15 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
         """Create the tables; nodes opening a fresh schema at once may race on the library's type.
 
         The library creates its composite type in a transaction of its own and skips only
-        DuplicateObject; a node that loses the race gets a unique violation instead. Tried
-        again, the type exists and is skipped (the tables' DDL is under the advisory lock).
+        DuplicateObject; a node that loses the race gets a unique violation, or "relation
+        already exists" (the type is a relation too), instead. Tried again, the type exists and
+        is skipped (the tables' DDL is under the advisory lock).
         """
         for attempt in range(_CREATE_TRIES):
             try:
                 super().create_table()
-            except (IntegrityError, psycopg.errors.UniqueViolation):
-                if attempt == _CREATE_TRIES - 1:
+            except (PersistenceError, psycopg.Error) as error:
+                if attempt == _CREATE_TRIES - 1 or not _lost_create_race(error):
                     raise
             else:
                 return
@@ -281,3 +282,14 @@ def _next_rows(curs: psycopg.Cursor[Any]) -> psycopg.Cursor[Any]:
 
 class _SplitGroup(Exception):  # noqa: N818 - a signal, not an error
     """A save in a PostgreSQL group conflicted: roll the group back and commit one by one."""
+
+
+def _lost_create_race(error: BaseException) -> bool:
+    """Tell whether creating the library's type failed because another node created it first."""
+    lost = (psycopg.errors.UniqueViolation, psycopg.errors.DuplicateTable, IntegrityError)
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, lost):
+            return True
+        cause = cause.__cause__
+    return False
