@@ -22,7 +22,7 @@ from eventsourcing.persistence import (
     UUIDAsHex,
 )
 
-from schedlog.events import ScheduledFunction
+from schedlog.events import FunctionKind, Outcome, ScheduledFunction
 
 GOLDEN = Path(__file__).parent / "golden"
 JOB = uuid.UUID("6b2a5a5e-5d9f-4a61-8f0e-9a1a4a2d1c11")
@@ -127,3 +127,54 @@ def test_a_job_folded_from_golden_events_reaches_the_recorded_state() -> None:
     assert isinstance(job, ScheduledFunction)
     assert job.state.value == "canceled"
     assert job.lease_until_ms is None
+
+
+def _written(events: list[object]) -> dict[str, dict[str, object]]:
+    """Return each event as the store would keep it: its topic and state, timestamp left out."""
+    written = {}
+    for event in events:
+        stored = mapper().to_stored_event(event)  # type: ignore[arg-type]
+        state = json.loads(stored.state)
+        del state["timestamp"]  # the wall clock's, at write time
+        written[stored.topic.rpartition(".")[2]] = state
+    return written
+
+
+def test_the_commands_write_the_golden_topics_and_fields() -> None:
+    """What is written today reads back as the golden shape (S26: the log is the truth).
+
+    The events were `@event` methods up to 2026-12-02 and are explicit classes with `apply`
+    since; a change of topic or field here would strand every store already written.
+    """
+    job = ScheduledFunction.schedule(
+        name="billing:charge",
+        kind=FunctionKind.ACTION,
+        args=[
+            "acc-1",
+            250,
+            uuid.UUID("12345678-1234-5678-1234-567812345678"),
+            dt.datetime(2027, 1, 1, tzinfo=dt.UTC),
+        ],
+        kwargs={"note": "x"},
+        scheduled_time_ms=1800000005000,
+        creation_time_ms=1800000000000,
+    )
+    job.start("host:1:abcdef", 1800000005001, 1800000035001)
+    job.cancel(1800000005002)
+    job.complete(Outcome.FAILED, 1800000005003, "ValueError: boom")
+    retried = ScheduledFunction.schedule(
+        name="billing:charge",
+        kind=FunctionKind.MUTATION,
+        args=[],
+        kwargs={},
+        scheduled_time_ms=1,
+        creation_time_ms=1,
+    )
+    retried.retry(at_ms=2, error="version conflict", next_run_ms=100)
+    written = _written([*job.collect_events(), *retried.collect_events()[1:]])
+    for name in ("scheduled.v1", "started.v2", "canceled.v1", "completed.v1", "retried.v1"):
+        golden = json.loads((GOLDEN / f"{name}.json").read_text())
+        del golden["state"]["timestamp"]
+        event = golden["topic"].rpartition(".")[2]
+        assert written[event] == golden["state"], name
+    assert written.keys() == {"Scheduled", "Started", "Canceled", "Completed", "Retried"}
