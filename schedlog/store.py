@@ -14,7 +14,12 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import BaseAggregate
-from eventsourcing.persistence import IntegrityError, PersistenceError, StoredEvent
+from eventsourcing.persistence import (
+    IntegrityError,
+    PersistenceError,
+    StoredEvent,
+    Transcoder,
+)
 from eventsourcing.utils import get_topic
 
 from schedlog.errors import ConflictError, StoreError
@@ -22,6 +27,7 @@ from schedlog.events import ScheduledFunction
 from schedlog.projections.pg_view import PgViewRecorder
 from schedlog.projections.queries import DueJob, ScheduledFunctions
 from schedlog.projections.sql import Dialect
+from schedlog.projections.transcoder import OrjsonTranscoder
 from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewRecorder
 
 if TYPE_CHECKING:
@@ -77,6 +83,12 @@ class JobStore(Application[UUID]):
     """The event store of jobs and of the user's own aggregates, with the view kept inline."""
 
     name = "schedlog"
+
+    def construct_transcoder(self) -> Transcoder:
+        """Return the library's JSON transcoder and transcodings, run by orjson where it can."""
+        transcoder = OrjsonTranscoder()
+        self.register_transcodings(transcoder)
+        return transcoder
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         """Save atomically; the jobs' events update the view in the same transaction.
