@@ -71,6 +71,9 @@ def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> 
     _read_states(c, [i for i in dict.fromkeys(unread) if i not in inserted], known)
     start = 0
     while start < len(changes):
+        if changes[start].insert:  # new rows (a batch's jobs): one statement for all of them
+            start = _insert_run(c, changes, start, known, counts)
+            continue
         run = _one_change_per_row(changes, start)
         start += len(run)
         statements: list[tuple[str, Sequence[object]]] = []
@@ -82,6 +85,38 @@ def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> 
         changed = c.run_all(statements)
         for change, tell in zip(run, tells, strict=True):
             _count(c, change, known, counts, changed=tell is None or changed[tell] > 0)
+
+
+def _insert_run(
+    c: Cur,
+    changes: Sequence[Change],
+    start: int,
+    known: dict[str, str | None],
+    counts: dict[str, int],
+) -> int:
+    """Insert the new rows of `changes` from `start` on, up to the first update; return its index.
+
+    They go in one `executemany` (their links in another), in order: a new row always lands
+    and no other change in the run touches it, so this is what their statements one by one
+    would do, without a round through Python per row.
+    """
+    end = start
+    while end < len(changes) and changes[end].insert:
+        end += 1
+    run = changes[start:end]
+    c.executemany(_insert_sql(TABLE), [_ROW_VALUES(change.values) for change in run])
+    links = [
+        (change.values["parent_id"], change.job_id, change.values["seq"])
+        for change in run
+        if change.values["parent_id"] is not None
+    ]
+    if links:
+        c.executemany(_LINK, links)
+    for change in run:
+        state = change.values["state"]
+        known[change.job_id] = state
+        counts[state] = counts.get(state, 0) + 1
+    return end
 
 
 def unread_statements(
