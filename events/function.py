@@ -144,6 +144,7 @@ class ScheduledFunction(Aggregate):
         creation_time_ms: int,
         parent_id: str | None,
     ) -> None:
+        self._job_id = str(self.id)  # read several times per run; str(UUID) costs ~1 us
         self.name = name
         self.kind = FunctionKind(kind)
         self.args = args
@@ -191,7 +192,7 @@ class ScheduledFunction(Aggregate):
     @property
     def job_id(self) -> str:
         """The job's public id (S3)."""
-        return str(self.id)
+        return self._job_id
 
     @property
     def is_terminal(self) -> bool:

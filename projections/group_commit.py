@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -32,7 +32,8 @@ class Save:
     ids: Sequence[int] | None = None
     error: BaseException | None = None
     lead: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event | None = None
+    """Set when the save is done or handed the lead; only a save that waits has one."""
 
 
 class GroupCommit:
@@ -55,7 +56,9 @@ class GroupCommit:
             self._queue.append(save)
             if not self._busy:
                 self._busy = save.lead = True
-        if not save.lead:
+            else:
+                save.done = threading.Event()
+        if save.done is not None:
             save.done.wait()
         if save.lead:  # first in, or handed the lead by the group before
             self._lead()
@@ -76,12 +79,15 @@ class GroupCommit:
         finally:
             with self._lock:
                 if self._queue:
-                    self._queue[0].lead = True
-                    self._queue[0].done.set()
+                    nxt = self._queue[0]  # queued while busy: it waits on its `done`
+                    nxt.lead = True
+                    if nxt.done is not None:
+                        nxt.done.set()
                 else:
                     self._busy = False
             for save in group:
-                save.done.set()
+                if save.done is not None:
+                    save.done.set()
 
 
 def _own_copy(error: BaseException) -> BaseException:
