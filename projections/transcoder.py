@@ -28,17 +28,21 @@ _TAG = b'"_type_"'
 
 
 def _plain(value: object) -> bool:
-    """Tell whether orjson writes `value` as the stdlib would (datetimes tagged by the hook)."""
+    """Tell whether orjson writes `value` as the stdlib would (datetimes tagged by the hook).
+
+    Scalars are checked in the loops, not by a call each: an event's state is mostly scalars.
+    """
     kind = type(value)
-    if kind in _SCALARS:
+    if kind is dict:
+        for key, item in value.items():  # type: ignore[attr-defined]
+            if type(key) is not str or not (type(item) in _SCALARS or _plain(item)):
+                return False
         return True
+    if kind is list:
+        return all(type(item) in _SCALARS or _plain(item) for item in value)  # type: ignore[attr-defined]
     if kind is float:
         return math.isfinite(value)  # type: ignore[arg-type]
-    if kind is list:
-        return all(map(_plain, value))  # type: ignore[call-overload]
-    if kind is dict:
-        return all(type(k) is str and _plain(v) for k, v in value.items())  # type: ignore[attr-defined]
-    return False
+    return kind in _SCALARS
 
 
 class OrjsonTranscoder(JSONTranscoder):
