@@ -7,7 +7,7 @@ time is an explicit `*_ms` field passed in by the caller; the domain never reads
 The events are explicit classes with an `apply` (eventsourcing's other style), not `@event`
 methods: a decorated command coerces and filters its arguments by signature twice per event,
 about 9 us more per event, paid by every schedule, claim and completion. Their topics and
-stored fields are the same as the decorated classes wrote (tests/unit/events/test_log_format.py).
+stored fields are the same as the decorated classes wrote (tests/unit/events/test_golden.py).
 """
 
 from __future__ import annotations

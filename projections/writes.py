@@ -104,14 +104,9 @@ def _insert_run(
     while end < len(changes) and changes[end].insert:
         end += 1
     run = changes[start:end]
-    c.executemany(_insert_sql(TABLE), [_ROW_VALUES(change.values) for change in run])
-    links = [
-        (change.values["parent_id"], change.job_id, change.values["seq"])
-        for change in run
-        if change.values["parent_id"] is not None
-    ]
-    if links:
-        c.executemany(_LINK, links)
+    rows = [change.values for change in run]
+    insert_rows(c, rows)
+    insert_links(c, rows)
     for change in run:
         state = change.values["state"]
         known[change.job_id] = state
