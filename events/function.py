@@ -14,17 +14,41 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from uuid import UUID
+from uuid import UUID, SafeUUID
 
 from eventsourcing.domain import Aggregate
 
 from schedlog.events.state import Command, next_state
 from schedlog.events.values import TERMINAL_STATES, FunctionKind, JobState, Outcome
 
-__all__ = ["ScheduledFunction"]
+__all__ = ["JobId", "ScheduledFunction"]
 
 _MS_MASK = (1 << 48) - 1
 _LOW_62 = (1 << 62) - 1
+
+
+class JobId(UUID):
+    """A new job's id: a `UUID` that keeps its text, written once and read several times.
+
+    A job created here has its id turned to text by its aggregate, its view row and the
+    timer's entry: `str(UUID)` costs ~0.7 us each. It equals, hashes and sorts as the `UUID`
+    it is; ids read back from the store are plain `UUID`s, and a copy or pickle is one.
+    """
+
+    __slots__ = ("_text",)
+    _text: str
+
+    def __init__(self, value: int) -> None:
+        """Make the id of 128-bit `value` (already a valid UUID: `create_id` builds it)."""
+        object.__setattr__(self, "int", value)
+        object.__setattr__(self, "is_safe", SafeUUID.unknown)
+        object.__setattr__(self, "_text", UUID.__str__(self))
+
+    def __str__(self) -> str:
+        return self._text
+
+    def __reduce__(self) -> tuple[type[UUID], tuple[None, None, None, None, int]]:
+        return UUID, (None, None, None, None, self.int)
 
 
 class ScheduledFunction(Aggregate):
@@ -43,6 +67,28 @@ class ScheduledFunction(Aggregate):
         scheduled_time_ms: int
         creation_time_ms: int
         parent_id: str | None
+
+        def mutate(self, aggregate: object) -> Any:  # the library types it generically
+            """Build the job from this event, as the library's `Created.mutate` does.
+
+            The library resolves the aggregate's topic and filters this event's fields by
+            the signatures of `__base_init__` and `__init__` on every call; the job's class
+            and fields are fixed, so they are passed as they are (same aggregate, ~3 us less
+            per job created or read back).
+            """
+            del aggregate  # None: this event begins the job
+            job = ScheduledFunction.__new__(ScheduledFunction)
+            job.__base_init__(self.originator_id, self.originator_version, self.timestamp)
+            job.__init__(  # type: ignore[misc] # as the library calls it
+                self.name,
+                self.kind,
+                self.args,
+                self.kwargs,
+                self.scheduled_time_ms,
+                self.creation_time_ms,
+                self.parent_id,
+            )
+            return job
 
     class Started(Aggregate.Event):
         """An attempt began on a node (for a mutation, saved with its outcome).
@@ -126,8 +172,8 @@ class ScheduledFunction(Aggregate):
         the id still means nothing to callers).
         """
         rand = int.from_bytes(os.urandom(10))
-        return UUID(
-            int=(creation_time_ms & _MS_MASK) << 80
+        return JobId(
+            (creation_time_ms & _MS_MASK) << 80
             | 0x7 << 76  # version 7
             | (rand >> 62 & 0xFFF) << 64
             | 0b10 << 62  # the RFC's variant

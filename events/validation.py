@@ -156,17 +156,31 @@ def _copy(value: object, path: str, depth: int = 0) -> object:  # noqa: C901 - o
     )
 
 
+_SCALARS = frozenset({str, bool, type(None)})
+"""Argument types kept as they are, without a call to `_copy` (most arguments are these)."""
+
+
+def _small_int(value: object) -> bool:
+    return type(value) is int and _INT_MIN <= value <= _INT_MAX
+
+
+def _arg_path(i: int) -> str:
+    return f"argument {i + 1} (args[{i}])"
+
+
 def check_args(
     args: Sequence[object], kwargs: Mapping[str, object]
 ) -> tuple[list[object], dict[str, object], int]:
     """Validate and copy a call's arguments (S9); return them with their encoded size (S10)."""
-    paths = [f"argument {i + 1} (args[{i}])" for i in range(len(args))]
-    copied_args = [_copy(a, path) for a, path in zip(args, paths, strict=True)]
+    copied_args = [
+        a if type(a) in _SCALARS or _small_int(a) else _copy(a, _arg_path(i))
+        for i, a in enumerate(args)
+    ]
     copied_kwargs = {k: _copy(v, f"keyword argument {k!r}") for k, v in kwargs.items()}
     try:
         size = encoded_size(copied_args) + encoded_size(copied_kwargs)
     except (TypeError, orjson.JSONEncodeError) as error:  # e.g. a lone surrogate in a str
-        named = [*zip(paths, copied_args, strict=True)]
+        named = [(_arg_path(i), a) for i, a in enumerate(copied_args)]
         named += [(f"keyword argument {k!r}", v) for k, v in copied_kwargs.items()]
         for path, value in named:
             try:

@@ -76,6 +76,7 @@ class Change:
 _F = ScheduledFunction
 PROJECTED: tuple[type, ...] = (_F.Scheduled, _F.Started, _F.Retried, _F.Canceled, _F.Completed)
 """The job events the view folds; every other event (the user's aggregates) changes nothing."""
+_PROJECTED_SET = frozenset(PROJECTED)
 
 
 def change_for(event: object, seq: int) -> Change | None:
@@ -83,9 +84,11 @@ def change_for(event: object, seq: int) -> Change | None:
 
     Events of other aggregates return None.
     """
-    kind = next((k for k in PROJECTED if isinstance(event, k)), None)
-    if kind is None:
-        return None
+    kind: type | None = type(event)
+    if kind not in _PROJECTED_SET:
+        kind = next((k for k in PROJECTED if isinstance(event, k)), None)  # a subclass
+        if kind is None:
+            return None
     e: Any = event
     return change_of(kind, str(e.originator_id), e.originator_version, vars(e), seq)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import uuid
 from typing import Any
 
 import pytest
 from eventsourcing.application import project_aggregate
-from eventsourcing.domain import OriginatorVersionError
+from eventsourcing.domain import CanInitAggregate, OriginatorVersionError
 
 from schedlog.events import (
     FunctionKind,
@@ -105,6 +107,36 @@ def test_s3_job_id_is_the_string_of_a_fresh_uuid() -> None:
     assert a.job_id == str(a.id)
     assert isinstance(a.id, uuid.UUID)
     assert a.job_id != b.job_id
+
+
+def test_s3_a_new_jobs_id_keeps_its_text_and_is_a_plain_uuid_to_everyone_else() -> None:
+    job = _job()
+    plain = uuid.UUID(str(job.id))
+    assert str(job.id) == str(plain) == job.job_id
+    assert (str(job.id), job.id.hex, job.id.int) == (str(plain), plain.hex, plain.int)
+    assert job.id == plain
+    assert hash(job.id) == hash(plain)
+    assert {job.id: 1}[plain] == 1
+    pickled = pickle.loads(pickle.dumps(job.id))  # noqa: S301 - our own bytes
+    for copied in (pickled, copy.copy(job.id), copy.deepcopy(job.id)):
+        assert type(copied) is uuid.UUID
+        assert copied == plain
+        assert str(copied) == job.job_id
+    with pytest.raises(TypeError, match="immutable"):
+        job.id.int = 0  # type: ignore[misc]
+
+
+def test_s25_the_scheduled_event_builds_the_job_as_the_librarys_mutate_does() -> None:
+    """`Scheduled.mutate` passes the fields straight to `__init__`; the library's generic
+    `mutate` (topic resolved, fields filtered by signature) builds the very same job."""
+    (scheduled,) = _job(args=[uuid.UUID(int=7), {"k": [1.5]}], parent_id="p").collect_events()
+    ours = scheduled.mutate(None)
+    theirs = CanInitAggregate.mutate(scheduled, None)
+    assert type(ours) is type(theirs) is ScheduledFunction
+    assert vars(ours) == vars(theirs)
+    assert ours.version == 1
+    assert ours.created_on == ours.modified_on == scheduled.timestamp
+    assert ours.collect_events() == []  # the library's `_create` appends the event, not mutate
 
 
 def test_start_appends_started_with_node_time_and_attempt() -> None:
