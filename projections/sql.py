@@ -33,7 +33,9 @@ class Cur:
     __slots__ = ("_dialect", "_raw")
 
     def __init__(self, raw: Any, dialect: Dialect) -> None:
-        self._raw = raw
+        # On SQLite, the driver's own cursor: eventsourcing's wrapper only passes calls on
+        # (its transaction maps the driver's errors), a Python call more per statement.
+        self._raw = getattr(raw, "sqlite_cursor", raw) if dialect is Dialect.SQLITE else raw
         self._dialect = dialect
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
@@ -41,7 +43,7 @@ class Cur:
         if self._dialect is Dialect.POSTGRES:
             self._raw.execute(sql.replace("?", "%s"), list(params))
         else:
-            self._raw.execute(sql, list(params))
+            self._raw.execute(sql, params)
 
     def executemany(self, sql: str, params: Iterable[Sequence[object]]) -> None:
         """Run one statement once for each parameter row (replay's batched writes)."""
@@ -81,7 +83,7 @@ class Cur:
             with self._raw.connection.cursor(row_factory=tuple_row) as cur:
                 cur.execute(sql.replace("?", "%s"), list(params))
                 return list(cur.fetchall())
-        cur = getattr(self._raw, "sqlite_cursor", self._raw).connection.cursor()
+        cur = self._raw.connection.cursor()
         cur.row_factory = None
         try:
             cur.execute(sql, list(params))
@@ -100,7 +102,7 @@ class Cur:
     @property
     def rowcount(self) -> int:
         """Return how many rows the last INSERT, UPDATE or DELETE changed."""
-        return int(getattr(self._raw, "sqlite_cursor", self._raw).rowcount)
+        return int(self._raw.rowcount)
 
     def use_schema(self, schema: str | None) -> None:
         """Make the store's schema the one unqualified names resolve in (PostgreSQL)."""

@@ -293,13 +293,41 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
     def _insert(
         self, c: SQLiteCursor, cur: Cur, position: int | None, save: Save, counts: dict[str, int]
     ) -> tuple[Sequence[int] | None, int | None]:
-        ids = SQLiteApplicationRecorder._insert_events(self, c, save.events, **save.kwargs)  # noqa: SLF001
+        ids = self._insert_stored(c, save.events, **save.kwargs)
         if ids:
             if position is None:  # read once this transaction holds the write lock
                 position = read_position(cur)
             save.ids = ids
             position = self._apply_save(cur, position, save, counts)
         return ids, position
+
+    def _insert_stored(
+        self, c: SQLiteCursor, events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """Insert a save's events; return their rowids (their notification ids), in order.
+
+        The library runs one INSERT per event, for its `lastrowid`; several go in one
+        `executemany` here (a batch's jobs, a chunk's claims). Each new row's rowid is the
+        table's largest plus one, so under the write lock those of one statement run on
+        from the last one's.
+        """
+        if len(events) < 2:  # noqa: PLR2004
+            return SQLiteApplicationRecorder._insert_events(self, c, events, **kwargs)  # noqa: SLF001
+        raw = c.sqlite_cursor
+        raw.executemany(
+            self.insert_events_statement,
+            [
+                (
+                    s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+                    s.originator_version,
+                    s.topic,
+                    s.state,
+                )
+                for s in events
+            ],
+        )
+        (last,) = raw.execute("SELECT last_insert_rowid()").fetchone()
+        return list(range(last - len(events) + 1, last + 1))
 
     def select_events(
         self,

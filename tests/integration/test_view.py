@@ -7,7 +7,7 @@ import gc
 import sqlite3
 import threading
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -33,7 +33,9 @@ from tests.integration.helpers import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
+
+    from eventsourcing.persistence import StoredEvent
 
 T0 = 1_800_000_000_000
 
@@ -409,6 +411,43 @@ def test_sqlite_saves_write_on_one_connection_that_keeps_its_statements_prepared
     assert busy_ms == 1  # it retries another process's lock itself (`_commit_group`)
     assert others  # reads (the cancels' loads) went to the pool...
     assert not any(sql.startswith("INSERT") for stmts in others for sql in stmts), others
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_sqlite_a_save_of_several_events_gets_each_ones_own_notification_id_s26(
+    app: App,
+) -> None:
+    """Several events of one save go in one `executemany`; each still gets its own rowid."""
+    _an_action(app)
+
+    @app.mutation(name="jobs:fan_out")
+    def fan_out(ctx, n: int) -> None:
+        for i in range(n):
+            ctx.scheduler.run_after(1_000, "jobs:a", i)
+
+    recorder = app.store.recorder
+    insert = recorder.insert_events
+    returned: list[tuple[list[str], list[int]]] = []
+
+    def spied(stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        ids = insert(stored_events, **kwargs)
+        returned.append(
+            ([f"{s.originator_id.hex}/{s.originator_version}" for s in stored_events], ids)
+        )
+        return ids
+
+    recorder.insert_events = spied  # type: ignore[method-assign]
+    app.scheduler.run_after(1_000, "jobs:a", "alone")
+    app.run_mutation("jobs:fan_out", 5)
+    app.run_mutation("jobs:fan_out", 3)
+    rows = execute(app, "SELECT rowid, originator_id, originator_version FROM stored_events")
+    by_id = {rowid: f"{oid}/{v}" for rowid, oid, v in rows}
+    assert [len(events) for events, _ in returned] == [1, 5, 3]
+    for events, ids in returned:
+        assert [by_id[i] for i in ids] == events
+    assert sorted(i for _, ids in returned for i in ids) == sorted(by_id)
+    assert app.store.view_recorder.position() == log_position(app) == max(by_id)
+    assert view_table(app) == fold_of_log(app)
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
