@@ -15,7 +15,7 @@ from schedlog.events.errors import (
     TooManyScheduledError,
     UnknownFunctionError,
 )
-from schedlog.events.function import ScheduledFunction
+from schedlog.events.function import JobId, ScheduledFunction
 from schedlog.events.values import FunctionKind, JobState, Outcome
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "FunctionKind",
     "InvalidQueryError",
     "InvalidTransitionError",
+    "JobId",
     "JobNotFoundError",
     "JobState",
     "Outcome",

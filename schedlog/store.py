@@ -23,7 +23,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import get_topic
 
 from schedlog.errors import ConflictError, StoreError
-from schedlog.events import ScheduledFunction
+from schedlog.events import JobId, ScheduledFunction
 from schedlog.projections.pg_view import PgViewRecorder
 from schedlog.projections.queries import DueJob, ScheduledFunctions
 from schedlog.projections.sql import Dialect
@@ -141,27 +141,27 @@ class JobStore(Application[UUID]):
 
     def load_jobs(self, job_ids: Sequence[str]) -> dict[str, ScheduledFunction]:
         """Return the jobs among `job_ids` that exist, read in one query (a batch's jobs)."""
-        keys = []
+        sqlite = self.db.dialect is Dialect.SQLITE
+        keys: dict[object, UUID] = {}  # as the query takes and returns it -> the job's id
         for job_id in job_ids:
             with contextlib.suppress(ValueError, TypeError, AttributeError):
-                keys.append(UUID(job_id))
+                key = JobId(UUID(job_id).int)  # keeps its text for the job's events and row
+                keys[key.hex if sqlite else key] = key
         if not keys:
             return {}
-        sqlite = self.db.dialect is Dialect.SQLITE
         marks = ", ".join("?" * len(keys))
         with self.db.transaction(commit=False) as cur:
             rows = cur.tuples(
                 "SELECT originator_id, originator_version, topic, state "  # noqa: S608
                 f"FROM {self.db.events_table} WHERE originator_id IN ({marks}) "
                 "ORDER BY originator_id, originator_version",
-                [k.hex if sqlite else k for k in keys],
+                list(keys),
             )
         jobs: dict[str, ScheduledFunction] = {}
         for key, group in itertools.groupby(rows, key=lambda row: row[0]):
+            oid = keys.get(key) or (key if isinstance(key, UUID) else UUID(key))
             events = [
-                self.mapper.to_domain_event(
-                    StoredEvent(key if isinstance(key, UUID) else UUID(key), v, t, bytes(s))
-                )
+                self.mapper.to_domain_event(StoredEvent(oid, v, t, bytes(s)))
                 for _, v, t, s in group
             ]
             job = _project(None, events)
