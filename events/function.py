@@ -28,11 +28,12 @@ _LOW_62 = (1 << 62) - 1
 
 
 class JobId(UUID):
-    """A new job's id: a `UUID` that keeps its text, written once and read several times.
+    """A job's id: a `UUID` that keeps its text, written once and read several times.
 
-    A job created here has its id turned to text by its aggregate, its view row and the
-    timer's entry: `str(UUID)` costs ~0.7 us each. It equals, hashes and sorts as the `UUID`
-    it is; ids read back from the store are plain `UUID`s, and a copy or pickle is one.
+    A job's id is turned to text by its aggregate, its view row and the timer's entry, each
+    event it gets: `str(UUID)` costs ~0.7 us each. New jobs (`create_id`) and jobs read in a
+    batch (`JobStore.load_jobs`) get one; other reads give plain `UUID`s, and so does a copy or
+    a pickle. It equals, hashes and sorts as the `UUID` it is.
     """
 
     __slots__ = ("_text",)
