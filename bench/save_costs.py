@@ -132,11 +132,12 @@ def _pages(app: App, store: Path, label: str, calls: int, call: Callable[[int], 
     wal = Path(f"{store}-wal").read_bytes()
     names = {page: name for name, page in raw.execute("SELECT name, pageno FROM dbstat")}
     by_table: collections.Counter[str] = collections.Counter()
+    (page_size,) = struct.unpack(">I", wal[8:12])  # the WAL header's page size: the file's own
     offset = WAL_HEADER
     while offset + FRAME_HEADER <= len(wal):
         (page,) = struct.unpack(">I", wal[offset : offset + 4])
         by_table[names.get(page, f"page {page}")] += 1
-        offset += FRAME_HEADER + 4096
+        offset += FRAME_HEADER + page_size
     raw.execute("PRAGMA wal_autocheckpoint = 1000")
     print(f"{label}: {sum(by_table.values()) / calls:.1f} WAL pages per call")
     for name, frames in by_table.most_common():

@@ -53,8 +53,9 @@ _READ_ERRORS: tuple[tuple[type[sqlite3.Error], type[PersistenceError]], ...] = (
 PAGE_SIZE = 2048
 """The page size of a new store file (SQLite's default is 4096; an existing file keeps its own).
 
-A save touches about ten pages (the log, its index, the view row, its indexes, the counts);
-each goes to the WAL whole before the fsync, so smaller pages make the commit cheaper: one
+A save touches about a dozen pages (the log, its index, the view row, its indexes, the counts;
+`bench/save_costs.py` counts them); each goes to the WAL whole before the fsync, so smaller
+pages make the commit cheaper: one
 schedule at a time ran 9-12% faster than at 4,096 (2026-12-02). Smaller still costs more
 B-tree work where one commit writes many rows: 1,024 cost the batch form 14%, 2,048 3-4%."""
 STATEMENT_CACHE = 256
