@@ -40,7 +40,7 @@ class JobId(UUID):
     _text: str
 
     def __init__(self, value: int) -> None:
-        """Make the id of 128-bit `value` (already a valid UUID: `create_id` builds it)."""
+        """Make the id of 128-bit `value`, a valid UUID (`create_id` builds it, or a parse)."""
         object.__setattr__(self, "int", value)
         object.__setattr__(self, "is_safe", SafeUUID.unknown)
         object.__setattr__(self, "_text", UUID.__str__(self))

@@ -159,7 +159,7 @@ class JobStore(Application[UUID]):
             )
         jobs: dict[str, ScheduledFunction] = {}
         for key, group in itertools.groupby(rows, key=lambda row: row[0]):
-            oid = keys.get(key) or (key if isinstance(key, UUID) else UUID(key))
+            oid = keys[key]  # the rows are those of `keys`, as the query took them
             events = [
                 self.mapper.to_domain_event(StoredEvent(oid, v, t, bytes(s)))
                 for _, v, t, s in group
