@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID, SafeUUID
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.utils import get_topic
 
 from schedlog.events.state import Command, next_state
 from schedlog.events.values import TERMINAL_STATES, FunctionKind, JobState, Outcome
@@ -43,7 +44,8 @@ class JobId(UUID):
         """Make the id of 128-bit `value`, a valid UUID (`create_id` builds it, or a parse)."""
         object.__setattr__(self, "int", value)
         object.__setattr__(self, "is_safe", SafeUUID.unknown)
-        object.__setattr__(self, "_text", UUID.__str__(self))
+        h = f"{value:032x}"  # UUID.__str__'s text, formatted in one step (~1 us less)
+        object.__setattr__(self, "_text", f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
 
     def __str__(self) -> str:
         return self._text
@@ -223,10 +225,18 @@ class ScheduledFunction(Aggregate):
     ) -> ScheduledFunction:
         """Create a job; arguments and times must already be validated (`validation.py`).
 
-        Its id comes from `create_id`, given `creation_time_ms` by the library.
+        This is the library's `_create` for this class: the `Scheduled` event with a new id
+        (`create_id`), version 1, the class's topic and the time now; the job it builds; the
+        event pending on it. The library's generic steps (filtering the arguments for
+        `create_id` by its signature, copying them, checking the id's type) cost ~5 us per
+        job, a tenth of scheduling one in a batch; tests check both make the same job.
         """
-        return cls._create(
-            cls.Scheduled,
+        scheduled = cls.Scheduled
+        event = scheduled(  # type: ignore[call-arg] # the library makes its events dataclasses
+            originator_topic=get_topic(cls),
+            originator_id=cls.create_id(creation_time_ms),
+            originator_version=cls.INITIAL_VERSION,
+            timestamp=scheduled.create_timestamp(),
             name=name,
             kind=kind.value,
             args=args,
@@ -235,6 +245,9 @@ class ScheduledFunction(Aggregate):
             creation_time_ms=creation_time_ms,
             parent_id=parent_id,
         )
+        job: ScheduledFunction = event.mutate(None)
+        job.pending_events.append(event)
+        return job
 
     @property
     def job_id(self) -> str:

@@ -14,6 +14,7 @@ from eventsourcing.domain import CanInitAggregate, OriginatorVersionError
 from schedlog.events import (
     FunctionKind,
     InvalidTransitionError,
+    JobId,
     JobState,
     Outcome,
     ScheduledFunction,
@@ -137,6 +138,50 @@ def test_s25_the_scheduled_event_builds_the_job_as_the_librarys_mutate_does() ->
     assert ours.version == 1
     assert ours.created_on == ours.modified_on == scheduled.timestamp
     assert ours.collect_events() == []  # the library's `_create` appends the event, not mutate
+
+
+def test_s25_schedule_makes_the_job_and_event_the_librarys_create_makes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`schedule` builds its event itself; the library's `_create`, given the same id and
+    time, makes an equal event and job, the event pending on it alike."""
+    job_id = ScheduledFunction.create_id(1_000_000)
+
+    def same_id(creation_time_ms: int) -> uuid.UUID:
+        assert creation_time_ms == 1_000_000  # both paths give create_id the job's time
+        return job_id
+
+    monkeypatch.setattr(ScheduledFunction, "create_id", staticmethod(same_id))
+    fields: dict[str, Any] = {
+        "name": "billing.jobs:charge",
+        "kind": FunctionKind.ACTION.value,
+        "args": ["acc-1", {"n": [250]}],
+        "kwargs": {"note": "x"},
+        "scheduled_time_ms": 1_005_000,
+        "creation_time_ms": 1_000_000,
+        "parent_id": "parent-1",
+    }
+    ours = _job(**{**fields, "kind": FunctionKind.ACTION})
+    (ours_event,) = ours.pending_events
+    theirs = ScheduledFunction._create(  # the library's path, for comparison
+        SF.Scheduled, timestamp=ours_event.timestamp, **fields
+    )
+    (theirs_event,) = theirs.pending_events
+    assert type(ours_event) is type(theirs_event) is SF.Scheduled
+    assert ours_event == theirs_event
+    assert ours_event.originator_topic == theirs_event.originator_topic
+    assert _state(ours) == _state(theirs)
+    assert ours.id == job_id
+    assert ours.version == 1
+
+
+def test_s3_a_job_ids_text_is_the_uuids_text() -> None:
+    """`JobId` formats its text itself; it is `UUID`'s, for ids of every shape."""
+    for value in (0, 1, (1 << 128) - 1, 0x0123456789ABCDEF0FEDCBA987654321):
+        assert str(JobId(value)) == str(uuid.UUID(int=value))
+    for _ in range(100):
+        job_id = ScheduledFunction.create_id(1_000_000)
+        assert str(job_id) == str(uuid.UUID(int=job_id.int))
 
 
 def test_start_appends_started_with_node_time_and_attempt() -> None:
