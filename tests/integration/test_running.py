@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from schedlog import App, SchedlogError
-from schedlog.actors.runner import NOT_RUN_CANCELED
+from schedlog.actors.runner import CHECK_AHEAD_MS, NOT_RUN_CANCELED
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, balance, state, types
 
@@ -119,11 +119,13 @@ def test_an_action_claimed_ahead_and_canceled_before_it_is_due_never_runs_s20_s2
     try:
         action = app.scheduler.run_after(10, "jobs:stamp")
         app.start()
-        clock.advance(9)  # within LEAD_MS: claimed ahead of its due time
+        clock.advance(8)  # within LEAD_MS: claimed ahead of its due time
         app.wait_until_idle()
         assert state(app, action) == "inProgress"
         app.scheduler.cancel(action)
-        clock.advance(1)  # due: the executor sees the cancel and does not run it
+        clock.advance(
+            2
+        )  # due: the executor saw the cancel (CHECK_AHEAD_MS before) and did not run it
         app.wait_until_idle()
         assert ran == []
         assert state(app, action) == "canceled"
@@ -131,6 +133,34 @@ def test_an_action_claimed_ahead_and_canceled_before_it_is_due_never_runs_s20_s2
         assert [e["type"] for e in history] == ["Scheduled", "Started", "Canceled", "Completed"]
         assert history[-1]["outcome"] == "failed"
         assert history[-1]["error"] == NOT_RUN_CANCELED
+    finally:
+        app.close()
+
+
+def test_a_cancel_after_the_look_before_the_due_time_is_a_cancel_in_progress_s21(
+    clock: FakeClock, store_url: str
+) -> None:
+    """The claimed action looks for a cancel `CHECK_AHEAD_MS` before it is due; a cancel
+    landing after that finds it in progress: it runs, and its state stays canceled."""
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    ran = register_stamp(app)
+
+    try:
+        action = app.scheduler.run_after(10, "jobs:stamp")
+        app.start()
+        clock.advance(8)  # claimed ahead
+        app.wait_until_idle()
+        clock.advance(10 - 8 - CHECK_AHEAD_MS)  # it looked: no cancel
+        app.wait_until_idle()
+        assert ran == []
+        app.scheduler.cancel(action)
+        clock.advance(CHECK_AHEAD_MS)  # due
+        app.wait_until_idle()
+        assert ran == [clock.now_ms()]  # at its due time
+        assert state(app, action) == "canceled"
+        history = app.history(action)
+        assert [e["type"] for e in history] == ["Scheduled", "Started", "Canceled", "Completed"]
+        assert history[-1]["outcome"] == "success"
     finally:
         app.close()
 
