@@ -15,7 +15,8 @@ figure is the median of `--runs` runs, with min and max.
   earlier) to the last job started; jobs/s. All N are then checked finished in the store.
 - W3 precision: jobs due at random over a few seconds, scheduled in due order from 1 s ahead;
   start lag = the body's start time - the due time; p50/p99/max, worker in this process and in
-  another one.
+  another one. Beside it, the machine's floor: one thread that does nothing but sleep until
+  each of the same due times (no store, no work), late by how long the OS takes to wake it.
 - W4 cancel: jobs all due at one instant (3 s after the scheduling and cancels are expected to
   be done, from a probe of 20 calls), half canceled one call at a time before it; cancels/s, and
   how many canceled jobs ran anyway (the sink).
@@ -83,6 +84,7 @@ DAY_MS = 24 * HOUR_MS
 SCHEDLOG = "schedlog"
 MUTATIONS = "schedlog (mutations)"
 RAW = "sqlite3 (raw)"
+SLEEPER = "a sleeping thread"
 
 log = logging.getLogger("bench.suite")
 
@@ -534,6 +536,29 @@ def add_lag(bench: Bench, case: Key, lag: Lag) -> None:
         bench.results.add(key, value, "ms", better="lower", note=note)
 
 
+def w3_floor(bench: Bench, run: int) -> None:
+    """The lag of a timer that does nothing: a thread sleeping until each due time of W3's shape.
+
+    No system can start jobs closer to their due times than the OS wakes a sleeping thread; on
+    a loaded virtual machine that alone can be late by milliseconds (context for W3, no target).
+    """
+    n, spread_s = bench.sizes.lag_jobs, bench.sizes.lag_spread_s
+    offsets = sorted(bench.rng.randrange(int(spread_s * 1000)) for _ in range(n))
+    base = now_ms() + 100
+    lags = []
+    for offset in offsets:
+        due = base + offset
+        delay_s = due / 1000 - time.time()
+        if delay_s > 0:
+            time.sleep(delay_s)
+        lags.append(time.time() * 1000 - due)
+    lag = Lag(percentile(lags, 0.5), percentile(lags, 0.99), max(lags), n, 0)
+    add_lag(bench, ("W3", "floor", SLEEPER), lag)
+    bench.say(
+        f"W3 run {run} floor: p50 {lag.p50:.2f} ms, p99 {lag.p99:.2f} ms, max {lag.max:.2f} ms"
+    )
+
+
 def w3_precision(bench: Bench, system: System, run: int) -> None:
     for mode in ("in-process", "other process"):
         with bench.scratch() as d, opened(system, system.store_file(d)) as client:
@@ -884,7 +909,7 @@ def verdict(target: Target) -> str:
 
 def ratio_cell(results: Results, figure: Figure) -> str:
     """schedlog's median / this peer's, for each schedlog row of the same case."""
-    if figure.system in {SCHEDLOG, MUTATIONS, RAW} or not figure.better:
+    if figure.system in {SCHEDLOG, MUTATIONS, RAW, SLEEPER} or not figure.better:
         return ""
     cells = []
     for label, short in ((SCHEDLOG, ""), (MUTATIONS, "mut ")):
@@ -1036,6 +1061,8 @@ def run_workload(bench: Bench, key: str) -> None:
         bench.attempt("scale", lambda: scale(bench))  # each run is an attempt of its own
     else:
         for run in runs:  # interleaved: run 1 of every system, then run 2, ...
+            if key == "W3":
+                bench.attempt(f"W3 run {run} floor", lambda run=run: w3_floor(bench, run))
             for system in systems_for(key, bench):
                 bench.attempt(
                     f"{key} run {run} {system.label}",
