@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable
 
-__all__ = ["Clock", "Wakeup"]
+__all__ = ["Clock", "OwnThreadWaits", "Wakeup"]
 
 
 class Wakeup(Protocol):
@@ -25,3 +26,16 @@ class Clock(Protocol):
 
     def wake_at(self, deadline_ms: int, callback: Callable[[], None]) -> Wakeup:
         """Call `callback` (which must not block) once the clock reaches `deadline_ms`."""
+
+
+@runtime_checkable
+class OwnThreadWaits(Protocol):
+    """What a clock may also offer: waiting on the caller's own thread (the wall clock does).
+
+    An executor starting a job at its due time then wakes once, by itself, instead of being
+    woken by the clock's thread (two wake-ups of the OS, each late by up to milliseconds on a
+    loaded machine). A clock without it (a test's fake clock) is waited on with `wake_at`.
+    """
+
+    def wait_until(self, deadline_ms: int, interrupt: threading.Event) -> bool:
+        """Block until `now_ms() >= deadline_ms` (True), or until `interrupt` is set (False)."""

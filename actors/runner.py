@@ -14,6 +14,7 @@ import traceback
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from schedlog.actors.ports import OwnThreadWaits
 from schedlog.actors.retry import Fault, backoff_ms, classify
 from schedlog.events import ConflictError, FunctionKind, JobState, Outcome, ScheduledFunction
 from schedlog.projections.queries import DueJob
@@ -128,6 +129,8 @@ class JobRunner:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._commits = commits
         self.closing = threading.Event()
+        clock = host.clock
+        self._own_wait = clock if isinstance(clock, OwnThreadWaits) else None
 
     def _finish(self, commit: Callable[[], DueJob | None]) -> DueJob | Future[DueJob | None] | None:
         return commit() if self._commits is None else self._commits.submit(commit)
@@ -369,6 +372,8 @@ class JobRunner:
 
     def _wait_until(self, at_ms: int) -> bool:
         """Wait for `at_ms` on the injected clock; False if the runtime is closing meanwhile."""
+        if self._own_wait is not None:  # the wall clock: one wake-up, this thread's own
+            return self._own_wait.wait_until(at_ms, self.closing)
         woken = threading.Event()
         wakeup = self._host.clock.wake_at(at_ms, woken.set)
         while not woken.wait(0.1):

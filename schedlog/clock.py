@@ -49,6 +49,17 @@ class SystemClock:
         """Return the wall-clock time in epoch milliseconds."""
         return time.time_ns() // 1_000_000
 
+    def wait_until(self, deadline_ms: int, interrupt: threading.Event) -> bool:
+        """Block the caller until `deadline_ms` (True), or until `interrupt` is set (False).
+
+        A timed wait on the caller's own thread (`OwnThreadWaits`): it wakes once, at the
+        deadline to the microsecond, rather than being woken by the waker thread's callback.
+        """
+        while (remaining_s := deadline_ms / 1000 - time.time()) > 0:
+            if interrupt.wait(remaining_s):
+                return False
+        return True
+
     def wake_at(self, deadline_ms: int, callback: Callable[[], None]) -> Wakeup:
         """Call `callback` from the waker thread once `now_ms() >= deadline_ms`."""
         entry = _Entry(deadline_ms, callback)
