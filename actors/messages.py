@@ -54,8 +54,9 @@ class LogAdvanced:
 class RunJob:
     """An executor should run these jobs now, one after another (more than one: a backlog).
 
-    A lone job may come up to `LEAD_MS` before it is due: the executor reads it (an action:
-    claims it), then starts it at `not_before` (epoch ms; 0: at once).
+    A lone job may come up to the timer's lead (`LEAD_MS`, up to `MAX_LEAD_MS` after slow
+    claims) before it is due: the executor reads it (an action: claims it), then starts it at
+    `not_before` (epoch ms; 0: at once).
     """
 
     job_ids: tuple[str, ...]

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from schedlog.actors.commits import CommitPool
     from schedlog.actors.ports import Clock
+    from schedlog.actors.timer import Lead
 
 __all__ = [
     "DEFAULT_LEASE_MS",
@@ -124,10 +125,13 @@ class JobRunner:
         host: ExecutionHost,
         rng: random.Random | None = None,
         commits: CommitPool | None = None,
+        lead: Lead | None = None,
     ) -> None:
         self._host = host
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._commits = commits
+        self.lead = lead
+        """Told how long each action handed over early took to read and claim (the timer's)."""
         self.closing = threading.Event()
         clock = host.clock
         self._own_wait = clock if isinstance(clock, OwnThreadWaits) else None
@@ -142,6 +146,7 @@ class JobRunner:
         read is then not part of its start lag, nor is an action's claim (`_run_action`). A
         future stands for that answer while the attempt's last save is under way.
         """
+        received = self._host.clock.now_ms()
         job = self._host.load_job(job_id)
         if job is None or job.state is not JobState.PENDING:
             return None  # finished, canceled or claimed meanwhile
@@ -151,7 +156,7 @@ class JobRunner:
         # S8: looked up again when it runs; `invoke` fails a function no longer registered.
         kind = self._host.kind_of(job.name) or job.kind
         if kind is not FunctionKind.MUTATION:
-            return self._run_action(job, start_at)
+            return self._run_action(job, start_at, received)
         if start_at > self._host.clock.now_ms() and not self._wait_for_start(job_id, start_at):
             return DueJob(start_at, 0, job_id)  # closing: not started, still pending
         return self._run_mutation(job)
@@ -235,7 +240,7 @@ class JobRunner:
             return DueJob(next_run, 0, job_id)
 
     def _run_action(
-        self, job: ScheduledFunction, start_at: int
+        self, job: ScheduledFunction, start_at: int, received: int
     ) -> DueJob | Future[DueJob | None] | None:
         # 1. Claim: Started, with this node and a lease, is saved before the function runs
         #    (S17). A lost claim means another node started it or a cancel landed. A job
@@ -246,6 +251,8 @@ class JobRunner:
         claimed, retry = self._claim(job)
         if not claimed:
             return retry
+        if start_at > received and self.lead is not None:
+            self.lead.observe(self._host.clock.now_ms() - received)  # how early it must come
         if start_at > self._host.clock.now_ms():
             # Look for a cancel just before the due time, then wait out the rest; a closing
             # runtime stops waiting and runs it (claimed: not left in progress).

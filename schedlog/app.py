@@ -20,7 +20,7 @@ from schedlog.actors.messages import BackingOff, JobsScheduled, Settle, StopDisp
 from schedlog.actors.node import make_node_id
 from schedlog.actors.recovery import RecoverNow, RecoveryActor
 from schedlog.actors.runner import DEFAULT_LEASE_MS, Invocation, describe_error
-from schedlog.actors.timer import Spread, TimerActor
+from schedlog.actors.timer import Lead, Spread, TimerActor
 from schedlog.audit import DEFAULT_RETENTION_MS, Audit
 from schedlog.clock import Clock, SystemClock
 from schedlog.context import ActionCtx, AppScheduler, MutationCtx, run_mutation_now
@@ -133,7 +133,8 @@ class App(Audit):
         self.registry = Registry()
         self.scheduler = AppScheduler(self)
         self._commits = CommitPool(min(max_concurrency, MAX_COMMIT_THREADS))
-        self._runner = BatchRunner(self, commits=self._commits)
+        self._lead = Lead()  # the executors report claims, the timer hands jobs over early
+        self._runner = BatchRunner(self, commits=self._commits, lead=self._lead)
         self._lock = threading.Lock()
         self._timer: pykka.ActorRef[Any] | None = None
         self._executors: list[pykka.ActorRef[Any]] = []
@@ -288,7 +289,7 @@ class App(Audit):
             spread = (
                 None if self.spread_grace_ms is None else Spread(self.node_id, self.spread_grace_ms)
             )
-            timer = TimerActor.start(self.clock, _Source(self), spread)
+            timer = TimerActor.start(self.clock, _Source(self), spread, self._lead)
             executors: list[pykka.ActorRef[Any]] = []
             try:
                 executors.extend(

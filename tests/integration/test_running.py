@@ -9,6 +9,7 @@ import pytest
 
 from schedlog import App, SchedlogError
 from schedlog.actors.runner import CHECK_AHEAD_MS, NOT_RUN_CANCELED
+from schedlog.actors.timer import LEAD_MS
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, balance, state, types
 
@@ -161,6 +162,47 @@ def test_a_cancel_after_the_look_before_the_due_time_is_a_cancel_in_progress_s21
         history = app.history(action)
         assert [e["type"] for e in history] == ["Scheduled", "Started", "Canceled", "Completed"]
         assert history[-1]["outcome"] == "success"
+    finally:
+        app.close()
+
+
+def test_a_slow_claim_makes_later_actions_go_over_earlier_s13_s17(
+    clock: FakeClock, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim that outlasted the lead (its commit took 9 ms, past the due time) makes the
+    timer hand the next lone action over that much earlier (9 + 2 ms), so that its claim's
+    commit is done by its due time; it still starts at its due time."""
+    app = App(store=store_url, clock=clock, max_concurrency=2)
+    ran = register_stamp(app)
+    save = app.save
+    slow = threading.Event()
+
+    def slow_save(*objs: Any) -> None:
+        if slow.is_set():
+            clock.advance(9)  # the commit takes 9 ms
+        save(*objs)
+
+    monkeypatch.setattr(app, "save", slow_save)
+    try:
+        first = app.scheduler.run_after(20, "jobs:stamp")
+        app.start()
+        slow.set()
+        clock.advance(20 - LEAD_MS)  # handed over LEAD_MS early; claimed 4 ms late
+        app.wait_until_idle()
+        slow.clear()
+        assert state(app, first) == "success"
+        assert ran == [T0 + 20]  # ctx.now_ms: its due time (it ran once claimed, 4 ms late)
+        second = app.scheduler.run_at(T0 + 100, "jobs:stamp")
+        clock.set(T0 + 100 - 11 - 1)
+        app.wait_until_idle()
+        assert state(app, second) == "pending"
+        clock.advance(1)  # 11 ms ahead: handed over, read and claimed at once
+        app.wait_until_idle()
+        assert state(app, second) == "inProgress"
+        assert ran == [T0 + 20]
+        clock.set(T0 + 100)
+        app.wait_until_idle()
+        assert ran == [T0 + 20, T0 + 100]  # on time
     finally:
         app.close()
 

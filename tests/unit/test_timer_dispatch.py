@@ -6,7 +6,7 @@ import zlib
 from typing import Any
 
 from schedlog.actors.messages import RunJob
-from schedlog.actors.timer import BATCH, BEHIND_MS, LEAD_MS, Spread, TimerActor
+from schedlog.actors.timer import BATCH, BEHIND_MS, LEAD_MS, MAX_LEAD_MS, Lead, Spread, TimerActor
 from schedlog.projections.queries import DueJob
 from schedlog.testing import FakeClock
 
@@ -120,3 +120,54 @@ def test_due_jobs_and_batches_start_at_once() -> None:
     assert [r.not_before for r in refs] == [[0], [0]]
     behind = _dispatch(FakeClock(T0 + BEHIND_MS), Source(_jobs(10)), executors=2)
     assert [r.not_before for r in behind] == [[0], [0]]
+
+
+def test_the_lead_follows_slow_claims_up_to_its_cap_and_decays_back() -> None:
+    lead = Lead()
+    assert lead.ms == LEAD_MS
+    lead.observe(1)  # a claim that fit: no change
+    assert lead.ms == LEAD_MS
+    lead.observe(12)
+    assert lead.ms == 12 + 2  # what it took, and a margin
+    lead.observe(500)
+    assert lead.ms == MAX_LEAD_MS
+    for _ in range(31):
+        lead.observe(0)
+    assert LEAD_MS < lead.ms < MAX_LEAD_MS  # decays gradually
+    for _ in range(500):
+        lead.observe(0)
+    assert lead.ms == LEAD_MS  # never below
+
+
+def _lead(ms: int) -> Lead:
+    lead = Lead()
+    lead.observe(ms - 2)
+    assert lead.ms == ms
+    return lead
+
+
+def test_a_longer_lead_hands_jobs_over_earlier_but_leaves_one_executor_idle() -> None:
+    jobs = [DueJob(T0 + 10 + k, k, f"job-{k}") for k in range(1, 6)]  # due in 11-15 ms
+    timer = TimerActor(FakeClock(T0), Source(jobs), None, _lead(20))
+    refs = [Executor() for _ in range(4)]
+    timer.add_executors(refs)  # type: ignore[arg-type]
+    timer.on_stop()
+    told = [unit for r in refs for unit in r.told]
+    assert sorted(told) == [("job-1",), ("job-2",), ("job-3",)]  # one executor stays idle
+    assert sorted(n for r in refs for n in r.not_before) == [T0 + 11, T0 + 12, T0 + 13]
+
+
+def test_with_one_idle_executor_the_lead_is_lead_ms() -> None:
+    soon = [DueJob(T0 + LEAD_MS + 1, 1, "job-1")]
+    refs = _dispatch_with(FakeClock(T0), Source(soon), executors=1, lead=_lead(20))
+    assert [r.told for r in refs] == [[]]  # more than LEAD_MS ahead: not yet
+    refs = _dispatch_with(FakeClock(T0), Source(soon), executors=2, lead=_lead(20))
+    assert sorted(unit for r in refs for unit in r.told) == [("job-1",)]
+
+
+def _dispatch_with(clock: FakeClock, source: Source, executors: int, lead: Lead) -> list[Executor]:
+    timer = TimerActor(clock, source, None, lead)
+    refs = [Executor() for _ in range(executors)]
+    timer.add_executors(refs)  # type: ignore[arg-type]
+    timer.on_stop()
+    return refs
