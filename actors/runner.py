@@ -372,7 +372,7 @@ class JobRunner:
         """Wait for a job's due time, not busy meanwhile (for `settle`); False if closing.
 
         A claimed action is not left in progress by a closing runtime: it stops waiting and
-        runs, at most the timer's lead (`LEAD_MS`) early on a real clock.
+        runs, at most the timer's lead (`LEAD_MS`, up to `MAX_LEAD_MS`) early on a real clock.
         """
         self._host.backing_off(job_id, at_ms)
         return self._wait_until(at_ms) or claimed

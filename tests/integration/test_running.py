@@ -124,9 +124,8 @@ def test_an_action_claimed_ahead_and_canceled_before_it_is_due_never_runs_s20_s2
         app.wait_until_idle()
         assert state(app, action) == "inProgress"
         app.scheduler.cancel(action)
-        clock.advance(
-            2
-        )  # due: the executor saw the cancel (CHECK_AHEAD_MS before) and did not run it
+        # due: the executor saw the cancel (CHECK_AHEAD_MS before) and did not run it
+        clock.advance(2)
         app.wait_until_idle()
         assert ran == []
         assert state(app, action) == "canceled"

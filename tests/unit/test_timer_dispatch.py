@@ -57,9 +57,13 @@ def _jobs(n: int, run_at: int = T0) -> list[DueJob]:
 
 
 def _dispatch(
-    clock: FakeClock, source: Source, executors: int, spread: Spread | None = None
+    clock: FakeClock,
+    source: Source,
+    executors: int,
+    spread: Spread | None = None,
+    lead: Lead | None = None,
 ) -> list[Executor]:
-    timer = TimerActor(clock, source, spread)
+    timer = TimerActor(clock, source, spread, lead)
     refs = [Executor() for _ in range(executors)]
     timer.add_executors(refs)  # type: ignore[arg-type]  # it reads the window and dispatches
     timer.on_stop()
@@ -148,10 +152,7 @@ def _lead(ms: int) -> Lead:
 
 def test_a_longer_lead_hands_jobs_over_earlier_but_leaves_one_executor_idle() -> None:
     jobs = [DueJob(T0 + 10 + k, k, f"job-{k}") for k in range(1, 6)]  # due in 11-15 ms
-    timer = TimerActor(FakeClock(T0), Source(jobs), None, _lead(20))
-    refs = [Executor() for _ in range(4)]
-    timer.add_executors(refs)  # type: ignore[arg-type]
-    timer.on_stop()
+    refs = _dispatch(FakeClock(T0), Source(jobs), executors=4, lead=_lead(20))
     told = [unit for r in refs for unit in r.told]
     assert sorted(told) == [("job-1",), ("job-2",), ("job-3",)]  # one executor stays idle
     assert sorted(n for r in refs for n in r.not_before) == [T0 + 11, T0 + 12, T0 + 13]
@@ -159,15 +160,7 @@ def test_a_longer_lead_hands_jobs_over_earlier_but_leaves_one_executor_idle() ->
 
 def test_with_one_idle_executor_the_lead_is_lead_ms() -> None:
     soon = [DueJob(T0 + LEAD_MS + 1, 1, "job-1")]
-    refs = _dispatch_with(FakeClock(T0), Source(soon), executors=1, lead=_lead(20))
+    refs = _dispatch(FakeClock(T0), Source(soon), executors=1, lead=_lead(20))
     assert [r.told for r in refs] == [[]]  # more than LEAD_MS ahead: not yet
-    refs = _dispatch_with(FakeClock(T0), Source(soon), executors=2, lead=_lead(20))
+    refs = _dispatch(FakeClock(T0), Source(soon), executors=2, lead=_lead(20))
     assert sorted(unit for r in refs for unit in r.told) == [("job-1",)]
-
-
-def _dispatch_with(clock: FakeClock, source: Source, executors: int, lead: Lead) -> list[Executor]:
-    timer = TimerActor(clock, source, None, lead)
-    refs = [Executor() for _ in range(executors)]
-    timer.add_executors(refs)  # type: ignore[arg-type]
-    timer.on_stop()
-    return refs
