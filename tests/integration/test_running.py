@@ -118,14 +118,14 @@ def test_an_action_claimed_ahead_and_canceled_before_it_is_due_never_runs_s20_s2
     ran = register_stamp(app)
 
     try:
-        action = app.scheduler.run_after(10, "jobs:stamp")
+        action = app.scheduler.run_after(LEAD_MS + 2, "jobs:stamp")
         app.start()
-        clock.advance(8)  # within LEAD_MS: claimed ahead of its due time
+        clock.advance(2)  # LEAD_MS ahead: claimed ahead of its due time
         app.wait_until_idle()
         assert state(app, action) == "inProgress"
         app.scheduler.cancel(action)
         # due: the executor saw the cancel (CHECK_AHEAD_MS before) and did not run it
-        clock.advance(2)
+        clock.advance(LEAD_MS)
         app.wait_until_idle()
         assert ran == []
         assert state(app, action) == "canceled"
@@ -146,11 +146,12 @@ def test_a_cancel_after_the_look_before_the_due_time_is_a_cancel_in_progress_s21
     ran = register_stamp(app)
 
     try:
-        action = app.scheduler.run_after(10, "jobs:stamp")
+        action = app.scheduler.run_after(LEAD_MS + 2, "jobs:stamp")
         app.start()
-        clock.advance(8)  # claimed ahead
+        clock.advance(2)  # LEAD_MS ahead: claimed
         app.wait_until_idle()
-        clock.advance(10 - 8 - CHECK_AHEAD_MS)  # it looked: no cancel
+        assert state(app, action) == "inProgress"
+        clock.advance(LEAD_MS - CHECK_AHEAD_MS)  # it looked: no cancel
         app.wait_until_idle()
         assert ran == []
         app.scheduler.cancel(action)
@@ -168,17 +169,19 @@ def test_a_cancel_after_the_look_before_the_due_time_is_a_cancel_in_progress_s21
 def test_a_slow_claim_makes_later_actions_go_over_earlier_s13_s17(
     clock: FakeClock, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A claim that outlasted the lead (its commit took 9 ms, past the due time) makes the
-    timer hand the next lone action over that much earlier (9 + 2 ms), so that its claim's
-    commit is done by its due time; it still starts at its due time."""
+    """A claim that outlasted the lead (its commit took `LEAD_MS` + 4 ms, past the due time)
+    makes the timer hand the next lone action over that much earlier (plus 2 ms), so that its
+    claim's commit is done by its due time; it still starts at its due time."""
     app = App(store=store_url, clock=clock, max_concurrency=2)
     ran = register_stamp(app)
     save = app.save
     slow = threading.Event()
+    slow_ms = LEAD_MS + 4
+    lead = slow_ms + 2
 
     def slow_save(*objs: Any) -> None:
         if slow.is_set():
-            clock.advance(9)  # the commit takes 9 ms
+            clock.advance(slow_ms)  # the commit takes that long
         save(*objs)
 
     monkeypatch.setattr(app, "save", slow_save)
@@ -192,10 +195,10 @@ def test_a_slow_claim_makes_later_actions_go_over_earlier_s13_s17(
         assert state(app, first) == "success"
         assert ran == [T0 + 20]  # ctx.now_ms: its due time (it ran once claimed, 4 ms late)
         second = app.scheduler.run_at(T0 + 100, "jobs:stamp")
-        clock.set(T0 + 100 - 11 - 1)
+        clock.set(T0 + 100 - lead - 1)
         app.wait_until_idle()
         assert state(app, second) == "pending"
-        clock.advance(1)  # 11 ms ahead: handed over, read and claimed at once
+        clock.advance(1)  # `lead` ahead: handed over, read and claimed at once
         app.wait_until_idle()
         assert state(app, second) == "inProgress"
         assert ran == [T0 + 20]
