@@ -340,14 +340,19 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
     ) -> Sequence[StoredEvent]:
         """Read an aggregate's events: one job's, mostly (a cancel, a run, its history).
 
-        A plain read of all of them in order takes the calling thread's reader connection
-        (`StatementCachingPool.read`); any other goes the library's way.
+        A read of all of them, or of the last few (a claimed action's look for a cancel just
+        before it is due: `JobStore.version_of`), takes the calling thread's reader connection
+        (`StatementCachingPool.read`: no wait for the library pool's queue); any other goes
+        the library's way.
         """
         pool = self.datastore.pool
-        if gt is None and lte is None and not desc and limit is None:
+        if gt is None and lte is None and (limit is None or desc):
             key = originator_id.hex if isinstance(originator_id, UUID) else originator_id
+            order = "ORDER BY originator_version"
+            if desc:
+                order += " DESC" if limit is None else f" DESC LIMIT {int(limit)}"
             rows = (
-                pool.read(f"{self.select_events_statement}ORDER BY originator_version", (key,))
+                pool.read(f"{self.select_events_statement}{order}", (key,))
                 if isinstance(pool, StatementCachingPool)
                 else None
             )

@@ -519,6 +519,37 @@ def test_sqlite_a_job_is_read_on_the_threads_own_connection_and_sees_every_commi
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_sqlite_a_jobs_last_events_are_read_on_the_threads_own_connection(
+    app: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claimed action's look for a cancel (`version_of`: the last event) reads on the calling
+    thread's connection, not through the library's pool (whose queue a writer waiting for its
+    lock holds up); it reads what the library's own query reads."""
+    _an_action(app)
+    job_id = app.scheduler.run_after(1_000, "jobs:a")
+    clock.advance(1)
+    app.scheduler.cancel(job_id)
+    recorder = app.store.recorder
+    key = uuid.UUID(job_id)
+    library = view_module.SQLiteApplicationRecorder.select_events
+    expected = {
+        (desc, limit): library(recorder, key, desc=desc, limit=limit)
+        for desc, limit in ((False, None), (True, None), (True, 1), (True, 5))
+    }
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("read through the library's pool")
+
+    monkeypatch.setattr(recorder.datastore.pool, "get_connection", no_pool)
+    for (desc, limit), events in expected.items():
+        assert recorder.select_events(key, desc=desc, limit=limit) == events
+    assert [e.originator_version for e in expected[True, None]] == [2, 1]
+    assert app.store.version_of(job_id) == 2
+    with pytest.raises(AssertionError, match="library's pool"):
+        recorder.select_events(key, gt=1)  # any other read goes the library's way
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_sqlite_a_failed_read_raises_the_librarys_error_which_the_runtime_retries(
     app: App,
 ) -> None:
