@@ -38,6 +38,11 @@ class Cur:
         self._raw = getattr(raw, "sqlite_cursor", raw) if dialect is Dialect.SQLITE else raw
         self._dialect = dialect
 
+    @property
+    def dialect(self) -> Dialect:
+        """The database this cursor's statements run on."""
+        return self._dialect
+
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         """Run one statement."""
         if self._dialect is Dialect.POSTGRES:

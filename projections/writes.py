@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from schedlog.projections.rows import COLUMNS, TERMINAL, Change, state_after
 from schedlog.projections.schema import COUNTS, LINKS, TABLE
+from schedlog.projections.sql import Dialect
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -33,7 +34,9 @@ __all__ = [
 _ROW_VALUES = operator.itemgetter(*COLUMNS)
 _NOT_TERMINAL = f"state NOT IN ({', '.join(repr(s) for s in TERMINAL)})"
 _LINK = f"INSERT INTO {LINKS} (parent_id, child_id, seq) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+_GUARD = f" AND {_NOT_TERMINAL}"
 _INSERTS: dict[str, str] = {}
+_UPDATES: dict[tuple[str, tuple[str, ...], str], str] = {}
 _MOVE_COUNTS: dict[int, str] = {}
 _IDS_PER_READ = 500
 _COUNTED = (
@@ -76,6 +79,10 @@ def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> 
             continue
         run = _one_change_per_row(changes, start)
         start += len(run)
+        if c.dialect is Dialect.SQLITE:  # a statement at a time anyway: the cheapest first
+            for change in run:
+                _count(c, change, known, counts, changed=_apply_sqlite(c, change))
+            continue
         statements: list[tuple[str, Sequence[object]]] = []
         tells: list[int | None] = []
         for change in run:
@@ -85,6 +92,28 @@ def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> 
         changed = c.run_all(statements)
         for change, tell in zip(run, tells, strict=True):
             _count(c, change, known, counts, changed=tell is None or changed[tell] > 0)
+
+
+def _apply_sqlite(c: Cur, change: Change) -> bool:
+    """Write one update on SQLite; return whether the statement that sets its state hit a row.
+
+    A completion (its version, and its outcome unless the row is final: S21) is one guarded
+    statement that also sets the version, followed by the version alone only if the guard
+    failed (a cancel had landed), rather than two statements every time (~15 us each).
+    """
+    guarded, values = change.guarded, change.values
+    if guarded and values.keys() == {"version"}:
+        c.execute(
+            _update_sql(TABLE, (*guarded, "version"), _GUARD),
+            [*guarded.values(), values["version"], change.job_id],
+        )
+        if c.rowcount > 0:
+            return True
+        c.execute(_update_sql(TABLE, ("version",), ""), [values["version"], change.job_id])
+        return False
+    statements, tell = change_statements(change)
+    changed = c.run_all(statements)
+    return tell is None or changed[tell] > 0
 
 
 def _insert_run(
@@ -269,18 +298,24 @@ def change_statements(
         return statements, None
     statements = []
     tell = None
-    for values, guard in ((change.values, ""), (change.guarded, f" AND {_NOT_TERMINAL}")):
+    for values, guard in ((change.values, ""), (change.guarded, _GUARD)):
         if values:
             if "state" in values:
                 tell = len(statements)
-            cols = ", ".join(f"{k} = ?" for k in values)
             statements.append(
-                (
-                    f"UPDATE {table} SET {cols} WHERE id = ?{guard}",
-                    [*values.values(), change.job_id],
-                )
+                (_update_sql(table, tuple(values), guard), [*values.values(), change.job_id])
             )
     return statements, tell
+
+
+def _update_sql(table: str, columns: tuple[str, ...], guard: str) -> str:
+    """Return the UPDATE of `columns` of the row by id, with `guard` (made once per shape)."""
+    key = (table, columns, guard)
+    sql = _UPDATES.get(key)
+    if sql is None:
+        cols = ", ".join(f"{k} = ?" for k in columns)
+        sql = _UPDATES[key] = f"UPDATE {table} SET {cols} WHERE id = ?{guard}"
+    return sql
 
 
 def insert_rows(c: Cur, rows: Iterable[Mapping[str, Any]], table: str = TABLE) -> None:

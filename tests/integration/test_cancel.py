@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from schedlog import App, JobNotFoundError
+from schedlog.projections.schema import TABLE
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, balance, state, types
 
@@ -253,3 +254,8 @@ def test_a_cancel_landing_just_after_an_action_claim_follows_s21_s22(
     assert ran == [job]  # it had started: it runs, and ends canceled
     assert state(app, job) == "canceled"
     assert types(app, job) == ["Scheduled", "Started", "Canceled", "Completed"]
+    # The outcome left the row canceled (its guard failed), and still moved its version on.
+    with app.store.db.transaction(commit=False) as cur:
+        assert cur.tuples(f"SELECT version FROM {TABLE} WHERE id = ?", [job]) == [(4,)]
+    counts = app.stats().counts
+    assert (counts["canceled"], counts["inProgress"], counts["success"]) == (1, 0, 0)
