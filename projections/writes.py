@@ -81,7 +81,7 @@ def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> 
         start += len(run)
         if c.dialect is Dialect.SQLITE:  # a statement at a time anyway: the cheapest first
             for change in run:
-                _count(c, change, known, counts, changed=_apply_sqlite(c, change))
+                _count(c, change, known, counts, changed=apply_change(c, change))
             continue
         statements: list[tuple[str, Sequence[object]]] = []
         tells: list[int | None] = []
@@ -92,31 +92,6 @@ def apply_changes(c: Cur, changes: Sequence[Change], counts: dict[str, int]) -> 
         changed = c.run_all(statements)
         for change, tell in zip(run, tells, strict=True):
             _count(c, change, known, counts, changed=tell is None or changed[tell] > 0)
-
-
-def _apply_sqlite(c: Cur, change: Change) -> bool:
-    """Write one update on SQLite; return whether the statement that sets its state hit a row.
-
-    A change with guarded values (a completion: its version, and its outcome unless the row is
-    final, S21) is one statement with the guard, followed by its unguarded values alone only
-    if the guard failed (a cancel had landed): not two statements every time (~15 us each).
-    """
-    guarded, values = change.guarded, change.values
-    if not guarded:
-        statements, tell = change_statements(change)
-        changed = c.run_all(statements)
-        return tell is None or changed[tell] > 0
-    columns = (*values, *guarded)  # a column in both: the last one wins, as in two statements
-    c.execute(
-        _update_sql(TABLE, columns, _GUARD), [*values.values(), *guarded.values(), change.job_id]
-    )
-    if c.rowcount > 0:
-        return True
-    if values:  # the guard failed: the unguarded values still apply
-        c.execute(_update_sql(TABLE, tuple(values), ""), [*values.values(), change.job_id])
-        if "state" in values and "state" not in guarded:
-            return c.rowcount > 0
-    return "state" not in guarded and "state" not in values
 
 
 def _insert_run(
@@ -277,11 +252,27 @@ def _move_counts_sql(pairs: int) -> str:
 def apply_change(c: Cur, change: Change, table: str = TABLE) -> bool:
     """Write one change to the view table `table` (and a new job's link to its parent).
 
-    Returns whether the statement that sets the row's state (if any) changed a row.
+    Returns whether the statement that sets the row's state (if any) changed a row. On SQLite
+    a change with guarded values (a completion: its version, and its outcome unless the row is
+    final, S21) is one statement with the guard, followed by its unguarded values alone only if
+    the guard failed (a cancel had landed): not two statements every time (~15 us each).
     """
-    statements, tell = change_statements(change, table)
-    changed = c.run_all(statements)
-    return tell is None or changed[tell] > 0
+    guarded, values = change.guarded, change.values
+    if c.dialect is not Dialect.SQLITE or not guarded:
+        statements, tell = change_statements(change, table)
+        changed = c.run_all(statements)
+        return tell is None or changed[tell] > 0
+    columns = (*values, *guarded)  # a column in both: the last one wins, as in two statements
+    c.execute(
+        _update_sql(table, columns, _GUARD), [*values.values(), *guarded.values(), change.job_id]
+    )
+    if c.rowcount > 0:
+        return True
+    if values:  # the guard failed: the unguarded values still apply
+        c.execute(_update_sql(table, tuple(values), ""), [*values.values(), change.job_id])
+        if "state" in values and "state" not in guarded:
+            return c.rowcount > 0
+    return "state" not in guarded and "state" not in values
 
 
 def change_statements(
