@@ -12,6 +12,10 @@ SQLite store (no runtime started), it prints:
 
     .venv/bin/python bench/save_costs.py                 # 5,000 calls
     .venv/bin/python bench/save_costs.py --calls 20000 --threads 8
+    .venv/bin/python bench/save_costs.py --synchronous normal   # the opt-in: no fsync per commit
+
+With `--synchronous normal` both the raw row and schedlog's store run with SQLite's
+`synchronous=NORMAL` (`sqlite://...?synchronous=normal`, an opt-in; see the README's "Stores").
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ WAL_HEADER = 32
 FRAME_HEADER = 24
 
 
-def _app(store: Path) -> App:
-    app = App(f"sqlite://{store}")
+def _app(store: Path, synchronous: str) -> App:
+    app = App(f"sqlite://{store}?synchronous={synchronous}")
 
     @app.action(name="bench:noop")
     def noop(ctx: object, index: int) -> None:
@@ -51,10 +55,10 @@ def _app(store: Path) -> App:
     return app
 
 
-def _raw(path: Path, calls: int) -> float:
+def _raw(path: Path, calls: int, synchronous: str) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA synchronous={synchronous.upper()}")
     conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
     started = time.perf_counter()
     for _ in range(calls):
@@ -149,12 +153,20 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000, help="calls per measurement")
     parser.add_argument("--threads", type=int, default=8, help="threads for the group commit")
     parser.add_argument("--tmp", default=None, help="where the stores go (default: $TMPDIR)")
+    parser.add_argument(
+        "--synchronous",
+        choices=("full", "normal"),
+        default="full",
+        help="SQLite's synchronous for both stores (default full: every commit fsynced)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.tmp) as directory:
         tmp = Path(directory)
-        print(f"raw SQLite INSERT + COMMIT: {_raw(tmp / 'raw.db', args.calls):,.0f} calls/s")
+        raw = _raw(tmp / "raw.db", args.calls, args.synchronous)
+        print(f"synchronous={args.synchronous.upper()}")
+        print(f"raw SQLite INSERT + COMMIT: {raw:,.0f} calls/s")
         store = tmp / "schedlog.db"
-        app = _app(store)
+        app = _app(store, args.synchronous)
         try:
             due = int(time.time() * 1000) + HOUR_MS
             for i in range(200):  # warm up: connections, statements, pages

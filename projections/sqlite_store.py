@@ -17,6 +17,10 @@ ROLLBACK, hand it back) took 0.21-0.24 ms after a write, about a fifth of a canc
 alone on a connection of its own, 0.15 ms.
 `StatementCachingPool.read` runs such a one-statement read on a connection of the calling
 thread's own, in autocommit (one statement is one consistent snapshot).
+
+Every connection to a file sets `PRAGMA synchronous` itself: FULL (each commit fsynced) unless
+the store's URL chose NORMAL (`SQLITE_SYNCHRONOUS`). SQLite's default in WAL mode is a build
+option (`SQLITE_DEFAULT_WAL_SYNCHRONOUS`; some builds make it NORMAL), so it is never left to it.
 """
 
 from __future__ import annotations
@@ -41,7 +45,13 @@ if TYPE_CHECKING:
 
     from eventsourcing.utils import Environment, EnvType
 
-__all__ = ["FAST_BUSY_MS", "STATEMENT_CACHE", "SQLiteStoreFactory", "StatementCachingPool"]
+__all__ = [
+    "FAST_BUSY_MS",
+    "STATEMENT_CACHE",
+    "SYNCHRONOUS_MODES",
+    "SQLiteStoreFactory",
+    "StatementCachingPool",
+]
 
 _READ_ERRORS: tuple[tuple[type[sqlite3.Error], type[PersistenceError]], ...] = (
     (sqlite3.OperationalError, OperationalError),
@@ -60,6 +70,10 @@ schedule at a time ran 9-12% faster than at 4,096 (2026-12-02). Smaller still co
 B-tree work where one commit writes many rows: 1,024 cost the batch form 14%, 2,048 3-4%."""
 STATEMENT_CACHE = 256
 """Prepared statements kept per connection (Python's default is 128; ours are ~40 distinct)."""
+SYNCHRONOUS_MODES = frozenset({"full", "normal"})
+"""The `PRAGMA synchronous` values a store may take (`SQLITE_SYNCHRONOUS`); full by default."""
+SYNCHRONOUS_KEY = "SQLITE_SYNCHRONOUS"
+"""The store's setting that chooses `PRAGMA synchronous` (`schedlog.urls` sets it from the URL)."""
 FAST_BUSY_MS = 1
 """How long the writer waits in SQLite for another process's write lock, per attempt (the group
 commit retries; see `view.ViewRecorder._commit_group`)."""
@@ -68,7 +82,9 @@ commit retries; see `view.ViewRecorder._commit_group`)."""
 class StatementCachingPool(SQLiteConnectionPool):
     """The library's connection pool, caching statements, and the group commit's writer."""
 
-    def __init__(self, *, db_name: str, lock_timeout: int | None = None) -> None:
+    def __init__(
+        self, *, db_name: str, lock_timeout: int | None = None, synchronous: str = "full"
+    ) -> None:
         super().__init__(db_name=db_name, lock_timeout=lock_timeout)
         self._writer: SQLiteConnection | None = None
         self._writer_guard = threading.Lock()  # (the library's `_writer_lock` is its interlock)
@@ -76,6 +92,11 @@ class StatementCachingPool(SQLiteConnectionPool):
         # Held weakly: a thread that ends drops its reader with its locals (a web server's
         # request threads, say, would otherwise pile up connections until the store closes).
         self._readers: weakref.WeakSet[SQLiteConnection] = weakref.WeakSet()
+        if synchronous not in SYNCHRONOUS_MODES:  # (raised once `close` has all it needs)
+            msg = f"synchronous must be one of {sorted(SYNCHRONOUS_MODES)}, got {synchronous!r}"
+            raise ValueError(msg)
+        self.synchronous = synchronous
+        """Every file connection's `PRAGMA synchronous` (see the module's docstring)."""
 
     def writer(self) -> SQLiteConnection | None:
         """Return the connection the group commit writes on; None for an in-memory store.
@@ -162,6 +183,8 @@ class StatementCachingPool(SQLiteConnectionPool):
                 conn.execute("PRAGMA journal_mode=WAL")
                 self.journal_mode_was_changed_to_wal = True
             self.is_journal_mode_wal = True
+        if not self.is_sqlite_memory_mode:
+            conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
         conn.row_factory = sqlite3.Row
         return SQLiteConnection(sqlite_conn=conn, max_age=self.max_age)
 
@@ -173,6 +196,8 @@ class SQLiteStoreFactory(SQLiteFactory):
         super().__init__(env)
         library_pool = self.datastore.pool  # no connection opened yet: nothing to move over
         self.datastore.pool = StatementCachingPool(
-            db_name=library_pool.db_name, lock_timeout=library_pool.lock_timeout
+            db_name=library_pool.db_name,
+            lock_timeout=library_pool.lock_timeout,
+            synchronous=self.env.get(SYNCHRONOUS_KEY) or "full",
         )
         library_pool.close()

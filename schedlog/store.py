@@ -265,6 +265,7 @@ def open_store(config: StoreConfig) -> tuple[JobStore, ScheduledFunctions]:
             "PERSISTENCE_MODULE": "schedlog.projections.sqlite_store:SQLiteStoreFactory",
             "SQLITE_DBNAME": config.sqlite_dbname,
             "SQLITE_LOCK_TIMEOUT": str(config.lock_timeout_s),
+            "SQLITE_SYNCHRONOUS": config.synchronous,
             "APPLICATION_RECORDER_TOPIC": "schedlog.projections.view:ViewRecorder",
             "CREATE_TABLE": "y",
         }

@@ -1,7 +1,8 @@
 """Store URLs: which database a URL names, and the settings it carries (front door).
 
-`sqlite://` (a file, WAL, every commit fsynced), `memory://`, and `postgresql://` with
-`?schema=`, timeouts and pool size; the password never appears in `safe_url`.
+`sqlite://` (a file, WAL, every commit fsynced unless `?synchronous=normal` says otherwise) with
+`?lock_timeout=`, `memory://`, and `postgresql://` with `?schema=`, timeouts and pool size; the
+password never appears in `safe_url`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,17 @@ from dataclasses import dataclass
 
 from schedlog.errors import ConfigurationError
 
-__all__ = ["DEFAULT_STORE", "LOCK_TIMEOUT_S", "StoreConfig", "parse_store_url"]
+__all__ = ["DEFAULT_STORE", "LOCK_TIMEOUT_S", "SYNCHRONOUS", "StoreConfig", "parse_store_url"]
 
 DEFAULT_STORE = "sqlite://schedlog.db"
 LOCK_TIMEOUT_S = 30
+SYNCHRONOUS = {
+    "full": "every commit is fsynced before the call returns (the default)",
+    "normal": "commits survive a crash of the process, not of the machine: the WAL is fsynced "
+    "at checkpoints only, so the last commits before a power loss or an OS crash may be lost",
+}
+"""A SQLite store's `?synchronous=` values (SQLite's PRAGMA of that name, in WAL mode)."""
+SQLITE_OPTIONS = frozenset({"lock_timeout", "synchronous"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +37,8 @@ class StoreConfig:
     is_memory: bool
     lock_timeout_s: int = LOCK_TIMEOUT_S
     """How long a write waits for another process's lock before the store reports it busy."""
+    synchronous: str = "full"
+    """A SQLite file's `PRAGMA synchronous` (`SYNCHRONOUS`): `full` unless the URL opts out."""
     postgres: dict[str, str] | None = None
     """For a PostgreSQL store: the eventsourcing settings (POSTGRES_*), password included."""
 
@@ -81,20 +91,29 @@ def _postgres_settings(url: str) -> dict[str, str]:
     }
 
 
-def _lock_timeout(url: str, query: str) -> int:
-    """Read `?lock_timeout=SECONDS`, the one option a SQLite store URL takes."""
+def _sqlite_options(url: str, query: str) -> tuple[int, str]:
+    """Read a SQLite store URL's `?lock_timeout=SECONDS` and `?synchronous=full|normal`."""
     params = urllib.parse.parse_qs(query, keep_blank_values=True)
-    unknown = sorted(set(params) - {"lock_timeout"})
+    unknown = sorted(set(params) - SQLITE_OPTIONS)
     if unknown:
-        raise ConfigurationError(f"store {url!r}: unknown option {unknown[0]!r}")
-    if "lock_timeout" not in params:
-        return LOCK_TIMEOUT_S
-    value = params["lock_timeout"][-1]
-    if not value.isdigit() or int(value) < 1:
+        known = ", ".join(sorted(SQLITE_OPTIONS))
+        raise ConfigurationError(f"store {url!r}: unknown option {unknown[0]!r} (known: {known})")
+    lock_timeout = LOCK_TIMEOUT_S
+    if "lock_timeout" in params:
+        value = params["lock_timeout"][-1]
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigurationError(
+                f"store {url!r}: lock_timeout must be a whole number of seconds >= 1, got {value!r}"
+            )
+        lock_timeout = int(value)
+    synchronous = params.get("synchronous", ["full"])[-1].lower()
+    if synchronous not in SYNCHRONOUS:
+        choices = "; ".join(f"{name!r}: {what}" for name, what in SYNCHRONOUS.items())
         raise ConfigurationError(
-            f"store {url!r}: lock_timeout must be a whole number of seconds >= 1, got {value!r}"
+            f"store {url!r}: synchronous must be 'full' or 'normal', "
+            f"got {params['synchronous'][-1]!r} ({choices})"
         )
-    return int(value)
+    return lock_timeout, synchronous
 
 
 def parse_store_url(url: str | None) -> StoreConfig:
@@ -110,7 +129,10 @@ def parse_store_url(url: str | None) -> StoreConfig:
         path, _, query = url.removeprefix("sqlite://").partition("?")
         if not path or path == "/":
             raise ConfigurationError(f"store {url!r} names no file: use sqlite:///abs/path.db")
-        return StoreConfig(url, path, is_memory=False, lock_timeout_s=_lock_timeout(url, query))
+        lock_timeout, synchronous = _sqlite_options(url, query)
+        return StoreConfig(
+            url, path, is_memory=False, lock_timeout_s=lock_timeout, synchronous=synchronous
+        )
     if url.startswith(("postgresql://", "postgres://")):
         return StoreConfig(url, "", is_memory=False, postgres=_postgres_settings(url))
     raise ConfigurationError(
