@@ -274,21 +274,74 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
         if len(group) == 1:
             group[0].ids, position = self._insert(c, cur, position, group[0], counts)
         else:
-            for save in group:  # each in a savepoint: a conflict rolls back that save only
-                c.execute("SAVEPOINT schedlog_save")
-                mine: dict[str, int] = {}
-                try:
-                    save.ids, position = self._insert(c, cur, position, save, mine)
-                except sqlite3.IntegrityError as e:
-                    c.execute("ROLLBACK TO schedlog_save")
-                    save.error = IntegrityError(e)
-                else:
-                    for state, n in mine.items():
-                        counts[state] = counts.get(state, 0) + n
-                c.execute("RELEASE schedlog_save")
+            written, position = self._write_together(c, cur, group, counts)
+            if not written:
+                counts.clear()
+                position = self._write_one_by_one(c, cur, group, counts)
         if position is not None:
             move_counts(cur, counts)
             cur.execute(SET_POSITION, (VIEW_NAME, position))
+
+    def _write_one_by_one(
+        self, c: SQLiteCursor, cur: Cur, group: list[Save], counts: dict[str, int]
+    ) -> int | None:
+        """Write a group's saves in turn, each in a savepoint; return the view's new position.
+
+        A conflict rolls back that save only (its caller gets the error). None: no events.
+        """
+        position: int | None = None
+        for save in group:
+            c.execute("SAVEPOINT schedlog_save")
+            mine: dict[str, int] = {}
+            try:
+                save.ids, position = self._insert(c, cur, position, save, mine)
+            except sqlite3.IntegrityError as e:
+                c.execute("ROLLBACK TO schedlog_save")
+                save.error = IntegrityError(e)
+            else:
+                for state, n in mine.items():
+                    counts[state] = counts.get(state, 0) + n
+            c.execute("RELEASE schedlog_save")
+        return position
+
+    def _write_together(
+        self, c: SQLiteCursor, cur: Cur, group: list[Save], counts: dict[str, int]
+    ) -> tuple[bool, int | None]:
+        """Write a group's saves as one; return True and the view's new position, or False.
+
+        Their events go in one statement and their view changes in one pass (the position is
+        None if there were no events). False: one of them conflicted; nothing of it was kept,
+        and the saves go `_write_one_by_one`, each in a savepoint of its own (a conflict rolls
+        back that save only). Conflicts are rare (two nodes claiming one job, a cancel meeting
+        a completion), and a save's own statements were most of what the group commit's leader
+        did while the others waited: two savepoint statements, its events' INSERT and its view
+        rows' statements per save. The events of a statement are numbered in order
+        (`_insert_stored`), so each save gets its own run of ids, as one by one.
+        """
+        events = [event for save in group for event in save.events]
+        c.execute("SAVEPOINT schedlog_group")
+        try:
+            ids = self._insert_stored(c, events) or []
+            position: int | None = None
+            changes: list[Change] = []
+            start = 0
+            for save in group:
+                save.ids = ids[start : start + len(save.events)]
+                start += len(save.events)
+                if save.ids:
+                    if position is None:  # read once this transaction holds the write lock
+                        position = read_position(cur)
+                    mine, position = self._changes_of(cur, position, save, counts)
+                    changes += mine
+            apply_changes(cur, changes, counts)
+        except sqlite3.IntegrityError:
+            c.execute("ROLLBACK TO schedlog_group")
+            c.execute("RELEASE schedlog_group")
+            for save in group:
+                save.ids = None
+            return False, None
+        c.execute("RELEASE schedlog_group")
+        return True, position
 
     def _insert(
         self, c: SQLiteCursor, cur: Cur, position: int | None, save: Save, counts: dict[str, int]

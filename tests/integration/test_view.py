@@ -384,6 +384,60 @@ def _an_action(app: App) -> None:
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_sqlite_a_group_without_a_conflict_is_written_as_one_save_s26(
+    app: App, clock: FakeClock, store_url: str
+) -> None:
+    """A group's saves go as one (no savepoint each); with a conflict, one by one.
+
+    The first group (three new jobs) runs no per-save savepoint; the second (a cancel that
+    conflicts, and a user aggregate) is tried as one, rolled back whole, then run one by one:
+    the conflict fails its caller alone and the other save lands.
+    """
+    _an_action(app)
+    job = app.scheduler.run_after(1_000, "jobs:a", 0)
+    rival, mover = app.load_job(job), app.load_job(job)
+    assert rival
+    assert mover
+    writer = app.store.recorder.datastore.pool.writer()
+    assert writer is not None
+    statements: list[str] = []
+    writer._sqlite_conn.set_trace_callback(statements.append)
+    try:
+        first = queued_saves(
+            app,
+            store_url,
+            {f"new{i}": lambda i=i: app.scheduler.run_after(1_000, "jobs:a", i) for i in range(3)},
+        )
+        together = statements[:]
+        mover.cancel(clock.now_ms())
+        app.save(mover)
+        rival.cancel(clock.now_ms())
+        statements.clear()
+        second = queued_saves(
+            app,
+            store_url,
+            {"rival": lambda: app.save(rival), "other": lambda: app.save(Account("z"))},
+        )
+    finally:
+        writer._sqlite_conn.set_trace_callback(None)
+    new = [first.pop(f"new{i}") for i in range(3)]
+    assert all(isinstance(r, str) for r in new), first
+    assert first == {"lead": None}  # the save that led alone, before the group
+    assert together.count("SAVEPOINT schedlog_group") == 1
+    assert "SAVEPOINT schedlog_save" not in together
+    assert isinstance(second["rival"], ConflictError)
+    assert not isinstance(second["other"], Exception)
+    assert statements.count("ROLLBACK TO schedlog_group") == 1
+    assert statements.count("SAVEPOINT schedlog_save") == 2  # then each on its own
+    assert [state(app, j) for j in (job, *new)] == ["canceled"] + ["pending"] * 3
+    assert [e["type"] for e in app.history(job)] == ["Scheduled", "Canceled"]
+    counts = {state: n for state, n in app.stats().counts.items() if n}
+    assert counts == {"pending": 3, "canceled": 1}
+    assert app.store.view_recorder.position() == log_position(app)
+    assert view_table(app) == fold_of_log(app)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 def test_sqlite_saves_write_on_one_connection_that_keeps_its_statements_prepared(
     app: App,
 ) -> None:
