@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from schedlog import App, SchedlogError
+from schedlog.projections import sqlite_store
 from schedlog.projections.sqlite_store import StatementCachingPool
 
 if TYPE_CHECKING:
@@ -92,3 +93,52 @@ def test_a_bad_synchronous_option_is_refused_by_name(
 def test_the_pool_refuses_a_level_it_does_not_know() -> None:
     with pytest.raises(ValueError, match="synchronous must be one of \\['full', 'normal'\\]"):
         StatementCachingPool(db_name="x.db", synchronous="off")
+
+
+def _writer_autocheckpoint(app: App) -> int:
+    pool = app.store.recorder.datastore.pool
+    assert isinstance(pool, StatementCachingPool)
+    writer = pool.writer()
+    assert writer is not None
+    (pages,) = writer._sqlite_conn.execute("PRAGMA wal_autocheckpoint").fetchone()
+    return int(pages)
+
+
+def test_with_normal_the_wal_is_checkpointed_by_a_thread_not_by_the_commits(
+    tmp_path: Path,
+) -> None:
+    """With NORMAL a checkpoint is the one fsync left, so the commits do not wait for it."""
+    app = App(store=f"sqlite://{tmp_path / 'normal.db'}?synchronous=normal")
+    pool = app.store.recorder.datastore.pool
+    assert isinstance(pool, StatementCachingPool)
+    try:
+        _noop(app)
+        assert _writer_autocheckpoint(app) == sqlite_store.WRITER_AUTOCHECKPOINT  # a backstop
+        checkpointer = pool.checkpointer
+        assert checkpointer is not None
+        assert checkpointer.done == 0
+        for i in range(sqlite_store.CHECKPOINT_EVERY):
+            app.scheduler.run_after(60_000, "jobs:noop", i)
+        assert checkpointer.ran.wait(10), "no checkpoint after CHECKPOINT_EVERY commits"
+        assert checkpointer.last is not None
+        busy, frames, copied = checkpointer.last
+        assert (busy, copied) == (0, frames)  # no reader held it back: all of the WAL copied
+        assert frames >= sqlite_store.CHECKPOINT_EVERY  # every commit wrote at least a page
+    finally:
+        app.close()
+    assert not checkpointer.alive  # closing the store stops it
+
+
+def test_with_full_the_commits_checkpoint_as_sqlite_does(tmp_path: Path) -> None:
+    """With FULL a checkpoint's fsync beside the commits' own slowed them: none is started."""
+    app = App(store=f"sqlite://{tmp_path / 'full.db'}")
+    pool = app.store.recorder.datastore.pool
+    assert isinstance(pool, StatementCachingPool)
+    try:
+        _noop(app)
+        for i in range(sqlite_store.CHECKPOINT_EVERY):
+            app.scheduler.run_after(60_000, "jobs:noop", i)
+        assert _writer_autocheckpoint(app) == 1000  # SQLite's default
+        assert pool.checkpointer is None
+    finally:
+        app.close()
