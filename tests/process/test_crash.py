@@ -229,10 +229,10 @@ def check_guarantees(store: str, effects_path: Path) -> dict[str, int]:
         pykka.ActorRegistry.stop_all(block=True, timeout=10)
 
 
-def crash_run(tmp_path: Path, workers: int) -> None:
+def crash_run(tmp_path: Path, workers: int, options: str = "") -> None:
     db = tmp_path / "crash.db"
     effects = tmp_path / "effects.log"
-    store = f"sqlite://{db}"
+    store = f"sqlite://{db}{options}"
     rng = random.Random(SEED + workers)
     scheduler = build_app(store, str(effects), LEASE_MS)
     try:
@@ -277,3 +277,10 @@ def test_one_worker_killed_repeatedly_keeps_every_guarantee(tmp_path: Path) -> N
 
 def test_two_workers_on_one_file_killed_in_turn_keep_every_guarantee(tmp_path: Path) -> None:
     crash_run(tmp_path, workers=2)
+
+
+def test_a_worker_on_synchronous_normal_killed_repeatedly_keeps_every_guarantee(
+    tmp_path: Path,
+) -> None:
+    """The opt-in gives up fsyncs, not a process crash's guarantees: the OS has every commit."""
+    crash_run(tmp_path, workers=1, options="?synchronous=normal")
