@@ -82,8 +82,9 @@ class _Group(click.Group):
     "--store",
     metavar="URL",
     default=None,
-    help="sqlite:///abs/path.db, sqlite://rel/path.db or memory:// "
-    "(default: $SCHEDLOG_STORE, else sqlite://schedlog.db).",
+    help="sqlite:///abs/path.db, sqlite://rel/path.db (options: ?lock_timeout=SECONDS, "
+    "?synchronous=normal to skip the fsync of each commit), postgresql://user@host/db "
+    "or memory:// (default: $SCHEDLOG_STORE, else sqlite://schedlog.db).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.version_option(package_name="schedlog")
