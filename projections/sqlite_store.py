@@ -60,6 +60,7 @@ __all__ = [
     "CHECKPOINT_EVERY",
     "FAST_BUSY_MS",
     "STATEMENT_CACHE",
+    "SYNCHRONOUS_KEY",
     "SYNCHRONOUS_MODES",
     "SQLiteStoreFactory",
     "StatementCachingPool",
@@ -84,8 +85,13 @@ schedule at a time ran 9-12% faster than at 4,096 (2026-12-02). Smaller still co
 B-tree work where one commit writes many rows: 1,024 cost the batch form 14%, 2,048 3-4%."""
 STATEMENT_CACHE = 256
 """Prepared statements kept per connection (Python's default is 128; ours are ~40 distinct)."""
-SYNCHRONOUS_MODES = frozenset({"full", "normal"})
-"""The `PRAGMA synchronous` values a store may take (`SQLITE_SYNCHRONOUS`); full by default."""
+SYNCHRONOUS_MODES = {
+    "full": "every commit is fsynced before the call returns (the default)",
+    "normal": "commits survive a crash of the process, not of the machine: the WAL is fsynced "
+    "at checkpoints only, so the last commits before a power loss or an OS crash may be lost",
+}
+"""The `PRAGMA synchronous` values a store may take (`SQLITE_SYNCHRONOUS`), and what each
+keeps; full by default."""
 SYNCHRONOUS_KEY = "SQLITE_SYNCHRONOUS"
 """The store's setting that chooses `PRAGMA synchronous` (`schedlog.urls` sets it from the URL)."""
 CHECKPOINT_EVERY = 64

@@ -27,6 +27,7 @@ from schedlog.events import JobId, ScheduledFunction
 from schedlog.projections.pg_view import PgViewRecorder
 from schedlog.projections.queries import DueJob, ScheduledFunctions
 from schedlog.projections.sql import Dialect
+from schedlog.projections.sqlite_store import SYNCHRONOUS_KEY
 from schedlog.projections.transcoder import OrjsonTranscoder
 from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewRecorder
 
@@ -265,7 +266,7 @@ def open_store(config: StoreConfig) -> tuple[JobStore, ScheduledFunctions]:
             "PERSISTENCE_MODULE": "schedlog.projections.sqlite_store:SQLiteStoreFactory",
             "SQLITE_DBNAME": config.sqlite_dbname,
             "SQLITE_LOCK_TIMEOUT": str(config.lock_timeout_s),
-            "SQLITE_SYNCHRONOUS": config.synchronous,
+            SYNCHRONOUS_KEY: config.synchronous,
             "APPLICATION_RECORDER_TOPIC": "schedlog.projections.view:ViewRecorder",
             "CREATE_TABLE": "y",
         }

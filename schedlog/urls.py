@@ -14,17 +14,12 @@ import uuid
 from dataclasses import dataclass
 
 from schedlog.errors import ConfigurationError
+from schedlog.projections.sqlite_store import SYNCHRONOUS_MODES
 
-__all__ = ["DEFAULT_STORE", "LOCK_TIMEOUT_S", "SYNCHRONOUS", "StoreConfig", "parse_store_url"]
+__all__ = ["DEFAULT_STORE", "LOCK_TIMEOUT_S", "StoreConfig", "parse_store_url"]
 
 DEFAULT_STORE = "sqlite://schedlog.db"
 LOCK_TIMEOUT_S = 30
-SYNCHRONOUS = {
-    "full": "every commit is fsynced before the call returns (the default)",
-    "normal": "commits survive a crash of the process, not of the machine: the WAL is fsynced "
-    "at checkpoints only, so the last commits before a power loss or an OS crash may be lost",
-}
-"""A SQLite store's `?synchronous=` values (SQLite's PRAGMA of that name, in WAL mode)."""
 SQLITE_OPTIONS = frozenset({"lock_timeout", "synchronous"})
 
 
@@ -38,7 +33,7 @@ class StoreConfig:
     lock_timeout_s: int = LOCK_TIMEOUT_S
     """How long a write waits for another process's lock before the store reports it busy."""
     synchronous: str = "full"
-    """A SQLite file's `PRAGMA synchronous` (`SYNCHRONOUS`): `full` unless the URL opts out."""
+    """A SQLite file's `PRAGMA synchronous` (`SYNCHRONOUS_MODES`): `full` unless the URL says."""
     postgres: dict[str, str] | None = None
     """For a PostgreSQL store: the eventsourcing settings (POSTGRES_*), password included."""
 
@@ -107,8 +102,8 @@ def _sqlite_options(url: str, query: str) -> tuple[int, str]:
             )
         lock_timeout = int(value)
     synchronous = params.get("synchronous", ["full"])[-1].lower()
-    if synchronous not in SYNCHRONOUS:
-        choices = "; ".join(f"{name!r}: {what}" for name, what in SYNCHRONOUS.items())
+    if synchronous not in SYNCHRONOUS_MODES:
+        choices = "; ".join(f"{name!r}: {what}" for name, what in SYNCHRONOUS_MODES.items())
         raise ConfigurationError(
             f"store {url!r}: synchronous must be 'full' or 'normal', "
             f"got {params['synchronous'][-1]!r} ({choices})"
