@@ -256,8 +256,6 @@ class _Checkpointer:
         self._connect = connect
         self._due = threading.Event()
         self._stopping = False
-        self.done = 0
-        """Checkpoints run so far."""
         self.last: tuple[int, int, int] | None = None
         """The last one's (busy, WAL frames, frames checkpointed), as SQLite returns them."""
         self.ran = threading.Event()
@@ -295,7 +293,6 @@ class _Checkpointer:
                     log.debug("WAL checkpoint failed; the next one will try again", exc_info=True)
                     continue
                 self.last = (int(row[0]), int(row[1]), int(row[2]))
-                self.done += 1
                 self.ran.set()
         finally:
             if conn is not None:
