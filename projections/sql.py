@@ -11,11 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg.rows import tuple_row
-
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
+
+    import psycopg
 
 __all__ = ["Cur", "Db", "Dialect", "bind_all"]
 
@@ -85,6 +84,8 @@ class Cur:
         Replay reads millions of rows; a row by name costs more than the fold of its event.
         """
         if self._dialect is Dialect.POSTGRES:
+            from psycopg.rows import tuple_row  # noqa: PLC0415 - see `bind_all`
+
             with self._raw.connection.cursor(row_factory=tuple_row) as cur:
                 cur.execute(sql.replace("?", "%s"), list(params))
                 return list(cur.fetchall())
@@ -122,7 +123,11 @@ def bind_all(
 
     The values are bound on the client, by psycopg's own quoting (`ClientCursor.mogrify`).
     """
-    binder = psycopg.ClientCursor(conn)
+    # Imported here, as everywhere but in pg_view: importing psycopg takes ~0.1 s, which a
+    # SQLite store (each CLI command, a worker's start) need not pay.
+    from psycopg import ClientCursor  # noqa: PLC0415
+
+    binder = ClientCursor(conn)
     return "; ".join(binder.mogrify(sql.replace("?", "%s"), list(p)) for sql, p in statements)
 
 

@@ -33,8 +33,8 @@ from schedlog.errors import (
 )
 from schedlog.events import FunctionKind
 from schedlog.events.validation import is_plain_int
-from schedlog.projections.pg_view import PgViewRecorder
 from schedlog.projections.queries import DueJob, history_entries
+from schedlog.projections.sql import Dialect
 from schedlog.registry import Registry
 from schedlog.store import ChangeListener, open_store
 from schedlog.urls import parse_store_url
@@ -66,6 +66,17 @@ def _stop_running_apps() -> None:
     """Stop, gracefully, every App still running at interpreter exit (actor threads are daemons)."""
     for app in list(_RUNNING):
         app.stop()
+
+
+def _channel_of(recorder: object) -> str:
+    """Return the NOTIFY channel of a PostgreSQL store's recorder.
+
+    psycopg is imported here, not at the top: it takes ~0.1 s, which SQLite stores need not pay.
+    """
+    from schedlog.projections.pg_view import PgViewRecorder  # noqa: PLC0415
+
+    assert isinstance(recorder, PgViewRecorder)  # noqa: S101 - the store's dialect says so
+    return recorder.channel_name
 
 
 class _Source:
@@ -303,9 +314,9 @@ class App(Audit):
             self._executors = executors
             self._timer = timer
             self._recovery = recovery
-            recorder = self.store.recorder
-            if isinstance(recorder, PgViewRecorder):
-                self._listener = ChangeListener(self.store_config, recorder.channel_name)
+            recorder = self.store.view_recorder
+            if recorder.dialect is Dialect.POSTGRES:
+                self._listener = ChangeListener(self.store_config, _channel_of(recorder))
             self._watcher = LogWatcher(
                 _Source(self), timer, wait=None if self._listener is None else self._listener.wait
             )

@@ -434,3 +434,41 @@ def test_bad_store_url_exits_1_with_a_message(tmp_path: Path) -> None:
     assert_clean_failure(cli("--store", f"sqlite://{missing}", "ls"), "no such file")
     assert not missing.parent.exists()  # reading never creates a store
     assert_clean_failure(cli("ls", cwd=tmp_path), "no such file 'schedlog.db'")
+
+
+@pytest.mark.process
+def test_a_sqlite_store_never_imports_the_postgresql_driver(
+    store: tuple[str, dict[str, str]],
+) -> None:
+    """psycopg takes ~0.1 s to import: the CLI's commands and a worker on SQLite skip it."""
+    url, ids = store
+    listed = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "schedlog", "--store", url, "show", ids["ok"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        check=False,
+    )
+    assert listed.returncode == 0, listed.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in listed.stderr.splitlines()}
+    assert "schedlog.store" in imported  # the report lists what was imported
+    assert not {m for m in imported if m.startswith("psycopg")}
+    worker = (
+        "import sys\n"
+        "from schedlog import App\n"
+        f"app = App(store={url!r})\n"
+        "app.action(name='cli:later')(lambda ctx: None)\n"
+        "app.start(); app.scheduler.run_after(60_000, 'cli:later'); app.stop(); app.close()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('psycopg')))\n"
+    )
+    started = subprocess.run(
+        [sys.executable, "-c", worker],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        check=False,
+    )
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.strip() == "[]"
