@@ -442,16 +442,16 @@ def test_a_sqlite_store_never_imports_the_postgresql_driver(
 ) -> None:
     """psycopg takes ~0.1 s to import: the CLI's commands and a worker on SQLite skip it."""
     url, ids = store
-    listed = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "schedlog", "--store", url, "show", ids["ok"]],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(),
-        check=False,
-    )
-    assert listed.returncode == 0, listed.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in listed.stderr.splitlines()}
+
+    def python(*args: str) -> subprocess.CompletedProcess[str]:
+        run = [sys.executable, *args]
+        env = clean_env()
+        done = subprocess.run(run, check=False, capture_output=True, text=True, timeout=60, env=env)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    shown = python("-X", "importtime", "-m", "schedlog", "--store", url, "show", ids["ok"])
+    imported = {line.rsplit("|", 1)[-1].strip() for line in shown.stderr.splitlines()}
     assert "schedlog.store" in imported  # the report lists what was imported
     assert not {m for m in imported if m.startswith("psycopg")}
     worker = (
@@ -462,13 +462,4 @@ def test_a_sqlite_store_never_imports_the_postgresql_driver(
         "app.start(); app.scheduler.run_after(60_000, 'cli:later'); app.stop(); app.close()\n"
         "print(sorted(m for m in sys.modules if m.startswith('psycopg')))\n"
     )
-    started = subprocess.run(
-        [sys.executable, "-c", worker],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=clean_env(),
-        check=False,
-    )
-    assert started.returncode == 0, started.stderr
-    assert started.stdout.strip() == "[]"
+    assert python("-c", worker).stdout.strip() == "[]"
