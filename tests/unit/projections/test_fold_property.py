@@ -29,6 +29,7 @@ from schedlog.events import (
     ScheduledFunction,
 )
 from schedlog.events.values import TERMINAL_STATES
+from schedlog.projections import writes
 from schedlog.projections.rows import (
     Change,
     apply_to_rows,
@@ -302,6 +303,104 @@ def test_the_writer_keeps_counts_equal_to_the_rows(
         )
         counts = dict(conn.execute(f"SELECT state, n FROM {COUNTS} WHERE n != 0").fetchall())
         assert counts == by_rows
+
+
+def _view_db() -> tuple[sqlite3.Connection, Cur]:
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    for statement in view_ddl(Dialect.SQLITE):
+        conn.execute(statement)
+    return conn, Cur(conn.cursor(), Dialect.SQLITE)
+
+
+def _write_saves(cur: Cur, saves: list[list[Any]]) -> list[Any]:
+    """Write each save's events (their changes merged) with `apply_changes`; return the log."""
+    log: list[Any] = []
+    for events in saves:
+        counts: dict[str, int] = {}
+        changes = [change_for(e, seq) for seq, e in enumerate(events, start=len(log) + 1)]
+        log.extend(events)
+        apply_changes(cur, merge_changes([c for c in changes if c is not None]), counts)
+        move_counts(cur, counts)
+    return log
+
+
+def _assert_view_is_the_fold(conn: sqlite3.Connection, log: list[Any]) -> None:
+    rows = {r["id"]: dict(r) for r in conn.execute(f"SELECT * FROM {TABLE}")}
+    assert rows == _fold(log)
+    by_rows = dict(conn.execute(f"SELECT state, COUNT(*) FROM {TABLE} GROUP BY state").fetchall())
+    assert dict(conn.execute(f"SELECT state, n FROM {COUNTS} WHERE n != 0").fetchall()) == by_rows
+
+
+def _jobs(n: int, kind: FunctionKind = FunctionKind.ACTION) -> list[ScheduledFunction]:
+    return [
+        ScheduledFunction.schedule(
+            name="m:f", kind=kind, args=[i], kwargs={}, scheduled_time_ms=T0, creation_time_ms=T0
+        )
+        for i in range(n)
+    ]
+
+
+def test_s21_s27_a_claim_and_its_outcomes_are_written_as_groups_a_miss_one_by_one(
+    monkeypatch: Any,
+) -> None:
+    """Six claims saved together are one UPDATE run for all (`_apply_bulk`); their outcomes
+    too, unless a cancel landed on some (S21: their guard misses): then that group is rolled
+    back and written change by change. Either way the rows and counts are the log's fold."""
+    bulk: list[bool] = []
+    real = writes._apply_bulk
+
+    def watched(c: Cur, group: Any) -> bool:
+        bulk.append(real(c, group))
+        return bulk[-1]
+
+    monkeypatch.setattr(writes, "_apply_bulk", watched)
+    conn, cur = _view_db()
+    jobs = _jobs(6)
+    saves: list[list[Any]] = [[e for job in jobs for e in job.collect_events()]]
+    for job in jobs:
+        job.start("node-a", at_ms=T0 + 1)
+    saves.append([e for job in jobs for e in job.collect_events()])
+    for job in jobs[1:5:2]:
+        job.cancel(at_ms=T0 + 2)  # a cancel in progress: they still complete (S21)
+    saves.append([e for job in jobs for e in job.collect_events()])
+    for job in jobs:
+        job.complete(Outcome.SUCCESS, at_ms=T0 + 3)
+    saves.append([e for job in jobs for e in job.collect_events()])
+    log = _write_saves(cur, saves)
+    assert bulk == [True, False]  # the claims in one run; the outcomes missed twice
+    _assert_view_is_the_fold(conn, log)
+    states = [r[0] for r in conn.execute(f"SELECT state FROM {TABLE} ORDER BY seq")]
+    assert states == ["success", "canceled", "success", "canceled", "success", "success"]
+
+
+@SETTINGS
+@given(
+    script=st.lists(st.sampled_from(COMMANDS), max_size=6),
+    jobs=st.integers(min_value=4, max_value=10),
+    picks=st.lists(st.tuples(st.integers(min_value=0, max_value=9), st.sampled_from(COMMANDS))),
+)
+def test_s27_jobs_moved_together_keep_the_view_equal_to_the_fold(
+    script: list[str], jobs: int, picks: list[tuple[int, str]]
+) -> None:
+    """Many jobs put through the same commands in step (each step one save: same-shaped
+    changes, written as a group), with odd commands to single jobs in between: the view's
+    rows and counts stay the log's fold after all of it (S27)."""
+    conn, cur = _view_db()
+    many = _jobs(jobs)
+    saves: list[list[Any]] = [[e for job in many for e in job.collect_events()]]
+    now = T0
+    for n, command in enumerate(script):
+        now += 10
+        for job in many:
+            with contextlib.suppress(InvalidTransitionError):
+                _apply(job, Step(command, 0), now)
+        if n < len(picks):  # another command to one job, in the same save
+            index, odd = picks[n]
+            with contextlib.suppress(InvalidTransitionError):
+                _apply(many[index % jobs], Step(odd, 0), now + 1)
+        saves.append([e for job in many for e in job.collect_events()])
+    _assert_view_is_the_fold(conn, _write_saves(cur, saves))
 
 
 def test_a_mutation_commit_is_one_update() -> None:
