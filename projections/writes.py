@@ -215,12 +215,9 @@ def _apply_bulk(c: Cur, group: Sequence[Change]) -> bool:
     (SQLite). If any missed (no row, or its guard found the row final), the group is rolled
     back to before it and False returned: the caller then writes it one change at a time.
     """
-    first = group[0]
-    guarded = first.guarded
-    sql = _update_sql(TABLE, (*first.values, *guarded), _GUARD if guarded else "")
-    params = [[*ch.values.values(), *ch.guarded.values(), ch.job_id] for ch in group]
+    sql, _ = _guarded_update(group[0])
     c.execute(f"SAVEPOINT {_BULK}")
-    c.executemany(sql, params)
+    c.executemany(sql, [_guarded_update(change)[1] for change in group])
     hit = c.rowcount == len(group)
     if not hit:
         c.execute(f"ROLLBACK TO {_BULK}")
@@ -315,10 +312,7 @@ def apply_change(c: Cur, change: Change, table: str = TABLE) -> bool:
         statements, tell = change_statements(change, table)
         changed = c.run_all(statements)
         return tell is None or changed[tell] > 0
-    columns = (*values, *guarded)  # a column in both: the last one wins, as in two statements
-    c.execute(
-        _update_sql(table, columns, _GUARD), [*values.values(), *guarded.values(), change.job_id]
-    )
+    c.execute(*_guarded_update(change, table))
     if c.rowcount > 0:
         return True
     if values:  # the guard failed: the unguarded values still apply
@@ -326,6 +320,16 @@ def apply_change(c: Cur, change: Change, table: str = TABLE) -> bool:
         if "state" in values and "state" not in guarded:
             return c.rowcount > 0
     return "state" not in guarded and "state" not in values
+
+
+def _guarded_update(change: Change, table: str = TABLE) -> tuple[str, list[object]]:
+    """Return the one UPDATE of an update `change`, its guarded values under their guard (SQLite).
+
+    A column in both: the last one wins, as in two statements.
+    """
+    values, guarded = change.values, change.guarded
+    sql = _update_sql(table, (*values, *guarded), _GUARD if guarded else "")
+    return sql, [*values.values(), *guarded.values(), change.job_id]
 
 
 def change_statements(

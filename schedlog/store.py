@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -121,7 +121,7 @@ class JobStore(Application[UUID]):
         """The recorder, which also keeps the view."""
         recorder = self.recorder
         assert isinstance(recorder, ViewKeeper)  # noqa: S101 - open_store
-        return recorder  # type: ignore[return-value] # one of the two
+        return cast("ViewRecorder | PgViewRecorder", recorder)  # PgViewRecorder: not imported
 
     @property
     def db(self) -> Db:
