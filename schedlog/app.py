@@ -239,7 +239,7 @@ class App(Audit):
             return Invocation(describe_error(UnknownFunctionError(job.name)))
         ctx: MutationCtx | ActionCtx
         if registered.kind is FunctionKind.MUTATION:
-            ctx = MutationCtx(self, job.job_id, now_ms, job.attempt)
+            ctx = MutationCtx(self, job.job_id, now_ms, job.attempt, name=job.name)
         else:
             ctx = ActionCtx(self, job.job_id, now_ms, job.attempt)
         try:

@@ -159,10 +159,13 @@ class _ActionScheduler(Scheduler):
 class _MutationScheduler(Scheduler):
     """A mutation's scheduler: stages jobs for the mutation's commit, within S10's limits."""
 
-    def __init__(self, core: Core, job_id: str | None, now_ms: int, *, own: bool = True) -> None:
+    def __init__(
+        self, core: Core, job_id: str | None, now_ms: int, *, name: str, own: bool = True
+    ) -> None:
         super().__init__(core, parent_id=job_id)
         self._job_id = job_id
         self._own = own  # False for ctx.run_mutation: job_id is then the calling action's
+        self._name = name
         self._now_ms = now_ms
         self.staged: dict[str, ScheduledFunction] = {}
         self._count = 0
@@ -197,8 +200,9 @@ class _MutationScheduler(Scheduler):
         ):
             if used < WARN_FRACTION * limit <= used + added:
                 log.warning(
-                    "mutation %s: over 80%% of the limit of %s (%d)",
-                    self._job_id,
+                    "mutation %r (%s): over 80%% of the limit of %s (%d)",
+                    self._name,
+                    self._runs_as(),
                     what,
                     limit,
                     extra={"job_id": self._job_id},
@@ -206,6 +210,14 @@ class _MutationScheduler(Scheduler):
         self._count += 1
         self._size += size
         self.staged[job.job_id] = job
+
+    def _runs_as(self) -> str:
+        """How this mutation runs, for its log lines: as a job, or inline and for whom."""
+        if self._own:
+            return f"job {self._job_id}"
+        if self._job_id is None:
+            return "app.run_mutation"
+        return f"ctx.run_mutation of action {self._job_id}"
 
     def cancel(self, job_id: str) -> None:
         """Stage a cancel, committed with the mutation (S22); a mutation cannot cancel itself."""
@@ -222,14 +234,23 @@ class _MutationScheduler(Scheduler):
 class MutationCtx:
     """Handed to a mutation: reads, staged writes and staged scheduling, committed atomically."""
 
-    def __init__(
-        self, core: Core, job_id: str | None, now_ms: int, attempt: int, *, inline: bool = False
+    def __init__(  # noqa: PLR0913 - built by the runtime only
+        self,
+        core: Core,
+        job_id: str | None,
+        now_ms: int,
+        attempt: int,
+        *,
+        name: str,
+        inline: bool = False,
     ) -> None:
         self.job_id = job_id  # None for app.run_mutation (no job runs it)
         self.now_ms = now_ms
         self.attempt = attempt
         self.repository: Repository[UUID] = core.store.repository
-        self.scheduler: Scheduler = _MutationScheduler(core, job_id, now_ms, own=not inline)
+        self.scheduler: Scheduler = _MutationScheduler(
+            core, job_id, now_ms, own=not inline, name=name
+        )
         self._aggregates: dict[object, BaseAggregate[Any]] = {}
 
     def save(self, *aggregates: object) -> None:
@@ -287,7 +308,9 @@ def run_mutation_now(
     core.check_accepting()
     last: ConflictError | None = None
     for attempt in range(1, MAX_MUTATION_RUNS + 1):
-        ctx = MutationCtx(core, caller_id, core.clock.now_ms(), attempt, inline=True)
+        ctx = MutationCtx(
+            core, caller_id, core.clock.now_ms(), attempt, inline=True, name=registered.name
+        )
         result = registered.fn(ctx, *args, **kwargs)
         try:
             core.save(*ctx.staged)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -424,6 +425,41 @@ def test_mutation_scheduling_limit_s10(app: App) -> None:
     assert errors == ["too many functions scheduled by this mutation (limit: 1000)"]
     assert state(app, job) == "failed"
     assert len(app.scheduled_functions.query(name="jobs:greedy", limit=1000).items) == 1
+
+
+def test_the_s10_warning_names_the_mutation_and_how_it_runs(
+    app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.action(name="jobs:noop")
+    def noop(ctx) -> None:
+        del ctx
+
+    @app.mutation(name="jobs:fill")
+    def fill(ctx, n: int) -> None:
+        for _ in range(n):
+            ctx.scheduler.run_after(60_000, "jobs:noop")
+
+    @app.action(name="jobs:caller")
+    def caller(ctx) -> None:
+        ctx.run_mutation("jobs:fill", 800)
+
+    caplog.set_level(logging.WARNING, logger="schedlog")
+    app.run_mutation("jobs:fill", 799)  # below 80 %: no warning
+    assert [r for r in caplog.records if "80%" in r.getMessage()] == []
+    app.run_mutation("jobs:fill", 800)
+    job = app.scheduler.run_after(0, "jobs:fill", 800)
+    action = app.scheduler.run_after(0, caller)
+    app.start()
+    app.wait_until_idle(timeout_s=60)
+    warnings = sorted(r.getMessage() for r in caplog.records if "80%" in r.getMessage())
+    tail = ": over 80% of the limit of functions scheduled (1000)"
+    assert warnings == sorted(
+        [
+            "mutation 'jobs:fill' (app.run_mutation)" + tail,
+            f"mutation 'jobs:fill' (job {job})" + tail,
+            f"mutation 'jobs:fill' (ctx.run_mutation of action {action})" + tail,
+        ]
+    )
 
 
 def test_action_claims_before_running_and_records_outcome_s17(app: App) -> None:
