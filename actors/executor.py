@@ -1,9 +1,7 @@
 """ExecutorActor: one execution slot, running the jobs the timer hands it (runtime).
 
-Each runs one job, or a batch of a backlog's jobs one after another (`BatchRunner`), on its own
-thread. A runtime has `max_concurrency` of them and up to `timer.AHEAD` more, which take only
-jobs not yet due; the runner's `RunGate` lets at most `max_concurrency` functions run at once
-(S13).
+`max_concurrency` executors bound how many functions run at once (S13); each runs one job, or a
+batch of a backlog's jobs one after another (`BatchRunner`), on its own thread.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ backoff (S15), a permanent one fails the job (S16); an accepted job is never dro
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 import random
@@ -23,10 +22,8 @@ from schedlog.projections.queries import DueJob
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from concurrent.futures import Future
-    from contextlib import AbstractContextManager
 
     from schedlog.actors.commits import CommitPool
-    from schedlog.actors.gate import RunGate
     from schedlog.actors.ports import Clock
     from schedlog.actors.timer import Lead
 
@@ -130,10 +127,8 @@ class JobRunner:
         rng: random.Random | None = None,
         commits: CommitPool | None = None,
         lead: Lead | None = None,
-        gate: RunGate | None = None,
     ) -> None:
         self._host = host
-        self._gate = gate  # the runtime's slots; None: the caller bounds how many run
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._commits = commits
         self.lead = lead
@@ -181,9 +176,8 @@ class JobRunner:
     ) -> tuple[ScheduledFunction, tuple[Any, ...], int]:
         """Run a mutation's function; return the job and what its commit saves, and when."""
         # 1. Run the function against a context that only stages its writes.
-        with self._slot():
-            started = self._host.clock.now_ms()
-            result = self._host.invoke(job, started)
+        started = self._host.clock.now_ms()
+        result = self._host.invoke(job, started)
         # 2. One atomic save: the staged writes, Started, Completed and the children (S14);
         #    a failure keeps nothing the function staged (S16). The job's version is the claim.
         job.start(self._host.node_id, started)
@@ -308,14 +302,9 @@ class JobRunner:
         """
         claimed = job.started_at_ms if job.started_at_ms is not None else self._host.clock.now_ms()
         started = max(claimed, not_before)
-        with self._slot():
-            result = self._host.invoke(job, started)
+        result = self._host.invoke(job, started)
         outcome = Outcome.SUCCESS if result.error is None else Outcome.FAILED
         job.complete(outcome, self._host.clock.now_ms(), result.error)
-
-    def _slot(self) -> AbstractContextManager[None]:
-        """Hold one of the runtime's slots while a function runs (S13)."""
-        return contextlib.nullcontext() if self._gate is None else self._gate.slot()
 
     def _save_outcome(self, job: ScheduledFunction) -> None:
         """Save an action's completion, through cancels and store outages, until it lands."""

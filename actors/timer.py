@@ -70,17 +70,6 @@ runs each) claims took 1-1.5 ms at the median and 4-7 ms at p99, waiting for the
 flight: p99 1.59-3.10 ms (median 2.7) at 5 ms with the cancel look 1 ms ahead, 0.96-4.08
 (median 1.1, lower in 5 of 6 pairs) at 8 ms with the look 2 ms ahead (`CHECK_AHEAD_MS`).
 It grows when claims take longer (`Lead`)."""
-AHEAD = 4
-"""How many executors a runtime has beyond its slots (`max_concurrency`, at most as many).
-
-Each slot's executor takes a job coming due `LEAD_MS` ahead and waits for its due time; a job
-coming due while every slot's executor holds one would otherwise wait for one to free, then be
-read and claimed (one commit, 1-4 ms) after its due time. An extra executor reads and claims
-it ahead instead; it starts once a slot is free (`gate.RunGate`: at most `max_concurrency`
-run at once, S13). Extra executors take only jobs not yet due, and only while the jobs held
-ahead are no more than the slots free plus `AHEAD`: when longer functions fill every slot,
-at most `AHEAD` claimed actions wait for one (in progress meanwhile; after a crash, failed
-unrun, as S19 says of any claimed action)."""
 MAX_LEAD_MS = 25
 """The longest lead (`Lead`): the executor that takes such a job waits idle until it is due.
 
@@ -172,13 +161,9 @@ class TimerActor(RuntimeActor):
         source: JobSource,
         spread: Spread | None = None,
         lead: Lead | None = None,
-        slots: int | None = None,
     ) -> None:
         super().__init__()
         self._clock = clock
-        self._slots = slots  # how many run at once; None: one per executor
-        self._ahead = 0  # executors beyond the slots (`AHEAD`), set by `add_executors`
-        self._holding: dict[pykka.ActorRef[Any], int] = {}  # busy executor -> its unit's start
         self._source = source
         self._lead = lead
         self._spread = spread
@@ -204,9 +189,6 @@ class TimerActor(RuntimeActor):
 
     def add_executors(self, executors: list[pykka.ActorRef[Any]]) -> None:
         """Take the executors, and follow the log from here on (asked once, at start)."""
-        if self._slots is None:
-            self._slots = len(executors)
-        self._ahead = len(executors) - self._slots
         self._idle.extend(executors)
         self._log_position = self._source.log_position()  # the first window read covers before
         self._pump()
@@ -262,10 +244,8 @@ class TimerActor(RuntimeActor):
                         self._queued.add(job_id)
                 if executor is not None:
                     self._idle.append(executor)
-                    self._holding.pop(executor, None)
             case SlotFree(executor):
                 self._idle.append(executor)
-                self._holding.pop(executor, None)
 
     def _finished(self, job_id: str, retry: DueJob | None) -> None:
         self._running.pop(job_id, None)
@@ -387,77 +367,43 @@ class TimerActor(RuntimeActor):
         Each executor takes one job; when the timer is behind (a backlog) and at least twice
         as many jobs are due as executors are idle, each takes an equal share of up to `BATCH`,
         to run in turn. A job another live node owns is never part of a batch: its owner may be
-        running it, and a lost race should cost one job's attempt, not a batch's. Jobs due now
-        take only free slots; a job coming due may also take an executor beyond them (`AHEAD`).
+        running it, and a lost race should cost one job's attempt, not a batch's.
         """
         heap, idle = self._heap, self._idle
         lead = self._lead_ms()
         if not (idle and heap and heap[0].run_at <= now + lead):
             return
-        free, takers = self._room(now)
-        if takers <= 0:
-            return
         behind = heap[0].run_at <= now - BEHIND_MS
-        if behind:
-            takers = min(takers, free)
-        due, units = self._take(now, lead, behind=behind, takers=takers, free=free)
-        share = min(BATCH, max(1, len(due) // max(takers - len(units), 1)))
+        limit = len(idle) * (BATCH if behind else 1)
+        until = now if behind else now + lead  # jobs coming due start alone, on time
+        due: list[DueJob] = []
+        units: list[list[DueJob]] = []  # what each executor takes: one job alone, or a batch
+        while (
+            heap
+            and heap[0].run_at <= until
+            and len(due) + len(units) < limit
+            and len(units) < len(idle)  # jobs that start alone fill the executors by themselves
+        ):
+            if heap[0].run_at > now + LEAD_MS and len(due) + len(units) >= len(idle) - 1:
+                break  # only a job within LEAD_MS takes the last idle executor
+            job = heapq.heappop(heap)
+            if self._spread is not None and self._owner(job.job_id) != self._spread.node_id:
+                units.append([job])
+            else:
+                due.append(job)
+        share = min(BATCH, max(1, len(due) // max(len(idle) - len(units), 1)))
         units += [due[first : first + share] for first in range(0, len(due), share)]
-        for unit in units[takers:]:  # more than the idle executors take: they wait
+        for unit in units[len(idle) :]:  # more than the idle executors take: they wait
             for job in unit:
                 heapq.heappush(heap, job)
-        for unit in units[:takers]:
+        for unit in units[: len(idle)]:
             for job in unit:
                 self._queued.discard(job.job_id)
                 self._running[job.job_id] = job
             early = len(unit) == 1 and unit[0].run_at > now
             # The executor reads it (an action: claims it) and waits, telling `BackingOff`.
             not_before = unit[0].run_at if early else 0
-            executor = idle.pop()
-            self._holding[executor] = not_before
-            executor.tell(RunJob(tuple(job.job_id for job in unit), not_before))
-
-    def _take(
-        self, now: int, lead: int, *, behind: bool, takers: int, free: int
-    ) -> tuple[list[DueJob], list[list[DueJob]]]:
-        """Pop the jobs to hand over now: this node's (to share out) and other nodes' (alone)."""
-        heap, idle = self._heap, self._idle
-        limit = takers * (BATCH if behind else 1)
-        until = now if behind else now + lead  # jobs coming due start alone, on time
-        due: list[DueJob] = []
-        units: list[list[DueJob]] = []  # another node's jobs: each alone
-        while (
-            heap
-            and heap[0].run_at <= until
-            and len(due) + len(units) < limit
-            and len(units) < takers  # jobs that start alone fill the executors by themselves
-        ):
-            taken = len(due) + len(units)
-            if heap[0].run_at > now + LEAD_MS and taken >= len(idle) - 1:
-                break  # only a job within LEAD_MS takes the last idle executor
-            if not behind and heap[0].run_at <= now and taken >= free:
-                break  # due now, and no slot is free: it waits, and so do those after it
-            job = heapq.heappop(heap)
-            if self._spread is not None and self._owner(job.job_id) != self._spread.node_id:
-                units.append([job])
-            else:
-                due.append(job)
-        return due, units
-
-    def _room(self, now: int) -> tuple[int, int]:
-        """Return the slots free now and how many idle executors may take jobs now.
-
-        A slot is held by each busy executor whose job is due (running, or waiting for a
-        slot); the executors waiting for a job not yet due hold none, and with those ahead
-        of the free slots they are at most `AHEAD` (`self._ahead`) more.
-        """
-        held = self._holding.values()
-        due = sum(1 for at in held if at <= now)
-        free = (self._slots or 0) - due
-        if free <= 0:
-            return free, 0  # every slot runs a job: nothing more is claimed ahead either
-        waiting = len(self._holding) - due
-        return free, min(len(self._idle), free + self._ahead - waiting)
+            idle.pop().tell(RunJob(tuple(job.job_id for job in unit), not_before))
 
     def _arm(self, now: int) -> None:
         if self._boundary is None:
@@ -497,7 +443,7 @@ class TimerActor(RuntimeActor):
         # A due job waits for an executor, unless every executor holds a job that waits for a
         # later instant (its due time within `LEAD_MS`, or a store outage's backoff): then it,
         # like them, can only start once the clock moves on, so nothing happens until then.
-        if self._heap and self._heap[0].run_at <= now and (self._room(now)[1] > 0 or not waits):
+        if self._heap and self._heap[0].run_at <= now and (self._idle or not waits):
             return
         for reply in self._settling:
             reply.set_result(None)

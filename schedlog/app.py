@@ -16,12 +16,11 @@ from schedlog.actors.batch import BatchRunner
 from schedlog.actors.commits import CommitPool
 from schedlog.actors.executor import ExecutorActor
 from schedlog.actors.follower import LogWatcher
-from schedlog.actors.gate import RunGate
 from schedlog.actors.messages import BackingOff, JobsScheduled, Settle, StopDispatching
 from schedlog.actors.node import make_node_id
 from schedlog.actors.recovery import RecoverNow, RecoveryActor
 from schedlog.actors.runner import DEFAULT_LEASE_MS, Invocation, describe_error
-from schedlog.actors.timer import AHEAD, Lead, Spread, TimerActor
+from schedlog.actors.timer import Lead, Spread, TimerActor
 from schedlog.audit import DEFAULT_RETENTION_MS, Audit
 from schedlog.clock import Clock, SystemClock
 from schedlog.context import ActionCtx, AppScheduler, MutationCtx, run_mutation_now
@@ -146,9 +145,7 @@ class App(Audit):
         self.scheduler = AppScheduler(self)
         self._commits = CommitPool(min(max_concurrency, MAX_COMMIT_THREADS))
         self._lead = Lead()  # the executors report claims, the timer hands jobs over early
-        self._runner = BatchRunner(
-            self, commits=self._commits, lead=self._lead, gate=RunGate(max_concurrency)
-        )
+        self._runner = BatchRunner(self, commits=self._commits, lead=self._lead)
         self._lock = threading.Lock()
         self._timer: pykka.ActorRef[Any] | None = None
         self._executors: list[pykka.ActorRef[Any]] = []
@@ -303,14 +300,11 @@ class App(Audit):
             spread = (
                 None if self.spread_grace_ms is None else Spread(self.node_id, self.spread_grace_ms)
             )
-            timer = TimerActor.start(
-                self.clock, _Source(self), spread, self._lead, self.max_concurrency
-            )
+            timer = TimerActor.start(self.clock, _Source(self), spread, self._lead)
             executors: list[pykka.ActorRef[Any]] = []
             try:
                 executors.extend(
-                    ExecutorActor.start(self._runner, timer)
-                    for _ in range(self.max_concurrency + min(AHEAD, self.max_concurrency))
+                    ExecutorActor.start(self._runner, timer) for _ in range(self.max_concurrency)
                 )
                 timer.proxy().add_executors(executors).get(timeout=10)
             except BaseException:

@@ -62,10 +62,8 @@ def _dispatch(
     executors: int,
     spread: Spread | None = None,
     lead: Lead | None = None,
-    *,
-    slots: int | None = None,
 ) -> list[Executor]:
-    timer = TimerActor(clock, source, spread, lead, slots)
+    timer = TimerActor(clock, source, spread, lead)
     refs = [Executor() for _ in range(executors)]
     timer.add_executors(refs)  # type: ignore[arg-type]  # it reads the window and dispatches
     timer.on_stop()
@@ -166,33 +164,3 @@ def test_with_one_idle_executor_the_lead_is_lead_ms() -> None:
     assert [r.told for r in refs] == [[]]  # more than LEAD_MS ahead: not yet
     refs = _dispatch(FakeClock(T0), Source(soon), executors=2, lead=_lead(20))
     assert sorted(unit for r in refs for unit in r.told) == [("job-1",)]
-
-
-def test_jobs_due_now_take_only_the_free_slots_s13() -> None:
-    refs = _dispatch(FakeClock(T0), Source(_jobs(10)), executors=6, slots=2)
-    assert [r.told for r in refs] == [[], [], [], [], [("job-0002",)], [("job-0001",)]]
-
-
-def test_a_backlog_is_shared_among_the_slots_only() -> None:
-    refs = _dispatch(FakeClock(T0 + BEHIND_MS), Source(_jobs(10)), executors=4, slots=2)
-    assert [r.told for r in reversed(refs)] == [
-        [("job-0001", "job-0002", "job-0003", "job-0004", "job-0005")],
-        [("job-0006", "job-0007", "job-0008", "job-0009", "job-0010")],
-        [],
-        [],
-    ]
-
-
-def test_jobs_coming_due_also_take_the_executors_beyond_the_slots() -> None:
-    coming = [DueJob(T0 + k, k, f"job-{k:04d}") for k in range(1, 7)]
-    refs = _dispatch(FakeClock(T0), Source(coming), executors=4, slots=2)
-    assert [r.told for r in reversed(refs)] == [[(j.job_id,)] for j in coming[:4]]
-    assert [r.not_before for r in reversed(refs)] == [[j.run_at] for j in coming[:4]]
-
-
-def test_a_job_due_now_waits_behind_one_that_cannot_start_s13() -> None:
-    # One slot; the first job is due now and takes it; the second is due now too and waits,
-    # and the third, coming due, may not overtake it by going to the executor beyond.
-    jobs = [DueJob(T0, 1, "job-a"), DueJob(T0, 2, "job-b"), DueJob(T0 + 1, 3, "job-c")]
-    refs = _dispatch(FakeClock(T0), Source(jobs), executors=2, slots=1)
-    assert [r.told for r in refs] == [[], [("job-a",)]]
