@@ -57,10 +57,10 @@ class ExecutorActor(RuntimeActor):
         except Exception as error:
             outcome = self._could_not_run(job_id, error)
         if isinstance(outcome, Future):
-            self._timer.tell(SlotFree(self.actor_ref))
+            self._tell(SlotFree(self.actor_ref))
             outcome.add_done_callback(functools.partial(self._committed_one, job_id))
         else:
-            self._timer.tell(JobsFinished(((job_id, outcome),), self.actor_ref))
+            self._tell(JobsFinished(((job_id, outcome),), self.actor_ref))
 
     def _run_batch(self, job_ids: tuple[str, ...]) -> None:
         try:
@@ -68,7 +68,7 @@ class ExecutorActor(RuntimeActor):
         except Exception as error:
             batch = Batch({job_id: self._could_not_run(job_id, error) for job_id in job_ids})
         finished = tuple(batch.decided.items())
-        self._timer.tell(JobsFinished(finished, self.actor_ref, batch.returned))
+        self._tell(JobsFinished(finished, self.actor_ref, batch.returned))
         if batch.commit is not None:
             batch.commit.add_done_callback(functools.partial(self._committed, batch.committing))
 
@@ -98,5 +98,9 @@ class ExecutorActor(RuntimeActor):
         self._tell_finished(tuple((job_id, decided.get(job_id)) for job_id in job_ids))
 
     def _tell_finished(self, finished: tuple[tuple[str, DueJob | None], ...]) -> None:
+        self._tell(JobsFinished(finished, None))
+
+    def _tell(self, message: JobsFinished | SlotFree) -> None:
+        """Tell the timer; once it has stopped (a function outlasted the stop), nobody listens."""
         with contextlib.suppress(pykka.ActorDeadError):
-            self._timer.tell(JobsFinished(finished, None))
+            self._timer.tell(message)

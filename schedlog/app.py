@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
+import time
 import weakref
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
@@ -59,6 +60,8 @@ _RUNNING: weakref.WeakSet[App] = weakref.WeakSet()
 SPREAD_GRACE_MS = 2_000
 MAX_COMMIT_THREADS = 16
 """Threads saving jobs' final commits: one per slot, up to 16 (one commit in flight each)."""
+COMMIT_GRACE_S = 1.0
+"""The least time a stop gives the final commits of functions that ended within its timeout."""
 
 
 @atexit.register
@@ -324,7 +327,13 @@ class App(Audit):
             _RUNNING.add(self)
 
     def stop(self, timeout_s: float = 30) -> None:
-        """Stop gracefully: no new starts; running functions get `timeout_s` to finish."""
+        """Stop gracefully: no new starts; running functions get `timeout_s` to finish.
+
+        One `timeout_s` for all of them together (and their final commits then get what is
+        left of it, at least a second). A function still running then is left to its thread:
+        its outcome is not saved, so an action is reported failed once its lease runs out and
+        a mutation runs again (S19), as after a crash.
+        """
         with self._lock:
             timer, self._timer = self._timer, None
             executors, self._executors = self._executors, []
@@ -355,18 +364,27 @@ class App(Audit):
                 log.warning("cannot remove this node's heartbeat", exc_info=True)
 
     def _stop_executors(self, executors: list[pykka.ActorRef[Any]], timeout_s: float) -> bool:
-        """Let running functions, then their final commits, end; False if some did not."""
-        finished = True
-        for executor in executors:  # each stop queues behind the job it is running
+        """Let running functions, then their final commits, end; False if some did not.
+
+        The executors stop together (each stop queues behind the job it is running), within
+        one `timeout_s` for all; the commits then get what is left of it, and at least a second
+        (those of functions that ended just in time take a few milliseconds).
+        """
+        deadline = time.monotonic() + timeout_s
+        stopping = [executor.stop(block=False) for executor in executors]
+        late = 0
+        for stopped in stopping:
             try:
-                executor.stop(block=True, timeout=timeout_s)
+                stopped.get(timeout=max(deadline - time.monotonic(), 0))
             except pykka.Timeout:
-                finished = False
-                log.warning("an executor did not finish its function within %s s", timeout_s)
-        if not self._commits.stop(timeout_s):
-            finished = False
-            log.warning("jobs' final commits did not end within %s s", timeout_s)
-        return finished
+                late += 1
+        if late:
+            log.warning("%d executors did not finish their functions within %s s", late, timeout_s)
+        left = max(deadline - time.monotonic(), min(timeout_s, COMMIT_GRACE_S))
+        if not self._commits.stop(left):
+            log.warning("jobs' final commits did not end within %.1f s", left)
+            return False
+        return not late
 
     def close(self) -> None:
         """Stop the runtime and close the store."""

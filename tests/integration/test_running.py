@@ -6,6 +6,7 @@ import logging
 import threading
 from typing import Any
 
+import pykka
 import pytest
 
 from schedlog import App, SchedlogError
@@ -554,6 +555,45 @@ def test_graceful_stop_lets_running_functions_finish(clock: FakeClock, store_url
     finally:
         release.set()
         app.close()
+
+
+class _BusyExecutor:
+    """Stands in for an executor whose function outlasts the stop: records the stop's steps."""
+
+    def __init__(self, name: str, steps: list[tuple[str, str, float | None]]) -> None:
+        self.name, self.steps = name, steps
+
+    def stop(self, *, block: bool) -> _BusyExecutor:
+        assert block is False  # asked, not waited for: the others are asked at once too
+        self.steps.append(("stop", self.name, None))
+        return self
+
+    def get(self, timeout: float | None = None) -> bool:
+        self.steps.append(("wait", self.name, timeout))
+        raise pykka.Timeout("still running its function")
+
+
+def test_one_stop_timeout_bounds_every_running_function_together(store_url: str) -> None:
+    app = App(store=store_url)
+    steps: list[tuple[str, str, float | None]] = []
+    executors = [_BusyExecutor(name, steps) for name in ("a", "b", "c")]
+    try:
+        finished = app._stop_executors(executors, timeout_s=30)  # type: ignore[arg-type]
+    finally:
+        app.close()
+    assert finished is False
+    assert [step[:2] for step in steps] == [
+        ("stop", "a"),
+        ("stop", "b"),
+        ("stop", "c"),
+        ("wait", "a"),
+        ("wait", "b"),
+        ("wait", "c"),
+    ]
+    waits = [timeout for kind, _, timeout in steps if kind == "wait"]
+    assert all(w is not None and 0 <= w <= 30 for w in waits)
+    assert waits == sorted(waits, reverse=True)  # what is left of one deadline, not 30 s each
+    assert waits[-1] < 30
 
 
 @pytest.mark.parametrize("kind", ["mutation", "action"])
