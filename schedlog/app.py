@@ -6,6 +6,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import logging
+import math
 import threading
 import time
 import weakref
@@ -62,6 +63,12 @@ MAX_COMMIT_THREADS = 16
 """Threads saving jobs' final commits: one per slot, up to 16 (one commit in flight each)."""
 COMMIT_GRACE_S = 1.0
 """The least time a stop gives the final commits of functions that ended within its timeout."""
+IDLE_STOP_S = 0.1
+"""The least time a stop gives the executors (an idle one stops in well under a millisecond):
+`timeout_s=0` (`--grace 0`) still stops idle executors cleanly."""
+ACTOR_STOP_S = 5.0
+"""How long a stop waits for the runtime's own actors (the timer, recovery): they answer in
+milliseconds; the user's functions get the stop's `timeout_s`."""
 
 
 @atexit.register
@@ -99,6 +106,24 @@ class _Source:
 
     def live_nodes(self, now_ms: int) -> list[str]:
         return self._app.store.live_nodes(now_ms)
+
+
+def _stop_actor(actor: pykka.ActorRef[Any]) -> None:
+    """Stop one of the runtime's own actors, waiting `ACTOR_STOP_S` at most."""
+    try:
+        actor.stop(block=True, timeout=ACTOR_STOP_S)
+    except pykka.Timeout:
+        log.warning("%s did not stop within %s s", actor.actor_class.__name__, ACTOR_STOP_S)
+    except pykka.ActorDeadError:
+        pass
+
+
+def _check_seconds(timeout_s: object) -> None:
+    """Refuse a `timeout_s` that is not a finite number of seconds >= 0, naming it."""
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
+        raise ConfigurationError(f"timeout_s must be a number of seconds, got {timeout_s!r}")
+    if not 0 <= timeout_s < math.inf:
+        raise ConfigurationError(f"timeout_s must be finite and >= 0, got {timeout_s!r}")
 
 
 class App(Audit):
@@ -334,6 +359,7 @@ class App(Audit):
         its outcome is not saved, so an action is reported failed once its lease runs out and
         a mutation runs again (S19), as after a crash.
         """
+        _check_seconds(timeout_s)
         with self._lock:
             timer, self._timer = self._timer, None
             executors, self._executors = self._executors, []
@@ -349,14 +375,13 @@ class App(Audit):
             self._listener.close()
             self._listener = None
         try:
-            timer.ask(StopDispatching(), timeout=timeout_s)
+            timer.ask(StopDispatching(), timeout=ACTOR_STOP_S)
         except (pykka.ActorDeadError, pykka.Timeout):
             log.warning("timer did not acknowledge the stop")
         finished = self._stop_executors(executors, timeout_s)
-        timer.stop(block=True, timeout=timeout_s)
-        if recovery is not None:
-            with contextlib.suppress(pykka.ActorDeadError, pykka.Timeout):
-                recovery.stop(block=True, timeout=timeout_s)
+        for actor in (timer, recovery):
+            if actor is not None:
+                _stop_actor(actor)
         if finished:  # nothing of ours runs any more: no lease of ours needs to live on
             try:
                 self.store.forget_node(self.node_id)
@@ -367,10 +392,10 @@ class App(Audit):
         """Let running functions, then their final commits, end; False if some did not.
 
         The executors stop together (each stop queues behind the job it is running), within
-        one `timeout_s` for all; the commits then get what is left of it, and at least a second
-        (those of functions that ended just in time take a few milliseconds).
+        one `timeout_s` for all (at least `IDLE_STOP_S`); the commits then get what is left of
+        it, and at least a second (those of functions that ended just in time take a few ms).
         """
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + max(timeout_s, IDLE_STOP_S)
         stopping = [executor.stop(block=False) for executor in executors]
         late = 0
         for stopped in stopping:
@@ -414,6 +439,7 @@ class App(Audit):
         store outage's backoff, a job handed over up to `LEAD_MS` ahead of its due time) do not
         count, nor do due jobs waiting for the executors they hold.
         """
+        _check_seconds(timeout_s)
         timer = self._timer
         if timer is None:
             raise RuntimeClosedError("the runtime is not started: call app.start() first")

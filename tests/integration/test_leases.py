@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import threading
 
+import pykka
 import pytest
 
-from schedlog import App
+from schedlog import App, ConfigurationError
 from schedlog.actors.recovery import CUT_OFF_ERROR, RecoverNow
 from schedlog.testing import FakeClock
 from tests.integration.helpers import execute, state, types
@@ -111,7 +113,10 @@ def test_a_live_nodes_running_action_is_never_recovered_by_another_s19(
             node.close()
 
 
-def test_a_node_that_stops_cleanly_forgets_its_heartbeat(clock: FakeClock, store_url: str) -> None:
+@pytest.mark.parametrize("timeout_s", [30, 0])
+def test_a_node_that_stops_cleanly_forgets_its_heartbeat(
+    clock: FakeClock, store_url: str, timeout_s: float
+) -> None:
     app = make_app(store_url, clock)
     try:
         app.start()
@@ -120,8 +125,30 @@ def test_a_node_that_stops_cleanly_forgets_its_heartbeat(clock: FakeClock, store
         assert [r["node_id"] for r in execute(app, "SELECT node_id FROM schedlog_nodes_v1")] == [
             app.node_id
         ]
-        app.stop()
+        app.stop(timeout_s=timeout_s)  # 0: nothing runs, so nothing is cut off (--grace 0)
         assert execute(app, "SELECT node_id FROM schedlog_nodes_v1") == []
+        assert pykka.ActorRegistry.get_by_class_name("RecoveryActor") == []
+        assert pykka.ActorRegistry.get_by_class_name("TimerActor") == []
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("timeout_s", ["10", -1, math.nan, math.inf, True])
+def test_a_bad_stop_timeout_is_refused_and_the_runtime_keeps_running(
+    clock: FakeClock, store_url: str, timeout_s: object
+) -> None:
+    app = make_app(store_url, clock)
+    try:
+        app.start()
+        with pytest.raises(ConfigurationError, match="timeout_s must be"):
+            app.stop(timeout_s=timeout_s)  # type: ignore[arg-type]
+        with pytest.raises(ConfigurationError, match="timeout_s must be"):
+            app.wait_until_idle(timeout_s=timeout_s)  # type: ignore[arg-type]
+        ran: list[str] = []
+        app.action(name="jobs:after")(lambda ctx: ran.append(ctx.job_id))
+        job = app.scheduler.run_after(0, "jobs:after")
+        app.wait_until_idle()
+        assert ran == [job]  # still running: nothing was half stopped
     finally:
         app.close()
 
