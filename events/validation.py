@@ -63,7 +63,7 @@ def due_time_after(delay_ms: object, now_ms: int) -> int:
             field="delay_ms",
             value=delay_ms,
         )
-    if not math.isfinite(delay):
+    if not isinstance(delay, int) and not math.isfinite(delay):  # an int is (of any size)
         raise ScheduleValidationError(
             f"delay_ms must be finite, got {delay_ms!r}", field="delay_ms", value=delay_ms
         )
@@ -90,14 +90,13 @@ def due_time_at(when: object, now_ms: int) -> int:
         due = (when - epoch) // dt.timedelta(microseconds=1)
         return _check_skew(-(-due // 1000), now_ms, "when", when)
     if isinstance(when, (int, float)) and not isinstance(when, bool):
-        if not math.isfinite(when):
+        if isinstance(when, float) and not math.isfinite(when):  # an int is (of any size)
             raise ScheduleValidationError(
                 f"when must be finite, got {when!r}", field="when", value=when
             )
-        if abs(when - now_ms) > 2 * MAX_SKEW_MS:
-            return _check_skew(
-                now_ms + int(math.copysign(2 * MAX_SKEW_MS, when - now_ms)), now_ms, "when", when
-            )
+        if abs(when - now_ms) > 2 * MAX_SKEW_MS:  # exact for ints too big for a float
+            beyond = 2 * MAX_SKEW_MS if when > now_ms else -2 * MAX_SKEW_MS
+            return _check_skew(now_ms + beyond, now_ms, "when", when)
         return _check_skew(math.ceil(when), now_ms, "when", when)
     raise ScheduleValidationError(
         "when must be epoch milliseconds (int or float) or a timezone-aware datetime, "

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
+from uuid import UUID
 
 import orjson
 
@@ -20,11 +22,36 @@ if TYPE_CHECKING:
 
     from schedlog.projections.sql import Db
 
-__all__ = ["DueJob", "Page", "ScheduledFunctions", "Stats", "health_of", "history_entries"]
+__all__ = [
+    "DueJob",
+    "Page",
+    "ScheduledFunctions",
+    "Stats",
+    "health_of",
+    "history_entries",
+    "job_key",
+]
 
 MAX_LIMIT = 1000
 _ORDERS = {"asc": ("ASC", ">"), "desc": ("DESC", "<")}
 _STATES = frozenset(s.value for s in JobState)
+
+
+def job_key(job_id: object, label: str) -> str:
+    """Return `job_id` as the view stores ids: a UUID's canonical text (S3).
+
+    `load_job` reads any text `uuid.UUID` parses (upper case, no hyphens, braces, `urn:uuid:`),
+    so the view's lookups take the same forms; text that is no UUID is kept as it is (no job
+    has it). A value that is not a str, or a blank one, is refused, naming `label`.
+    """
+    if not isinstance(job_id, str):
+        raise InvalidQueryError(f"{label} must be a str, got {type(job_id).__name__}")
+    if not is_text(job_id):
+        raise InvalidQueryError(f"{label} must not be blank, got {job_id!r}")
+    try:
+        return str(UUID(job_id))
+    except ValueError:
+        return job_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +62,8 @@ class Page:
     cursor: str | None
 
 
+_MIN_MS, _MAX_MS = -(2**63), 2**63 - 1
+"""The view's integers (times, positions) are 64-bit: a filter beyond them is clamped to them."""
 HEALTHY_LAG_MS = 20_000
 WARNING_LAG_MS = 300_000
 
@@ -72,12 +101,14 @@ def _encode_cursor(scheduled_time: int, seq: int) -> str:
     return base64.urlsafe_b64encode(orjson.dumps([scheduled_time, seq])).decode()
 
 
-def _decode_cursor(cursor: str) -> tuple[int, int]:
+def _decode_cursor(cursor: object) -> tuple[int, int]:
+    if not isinstance(cursor, str):
+        raise InvalidQueryError(f"cursor must be a str this view returned, got {cursor!r}")
     try:
         time, seq = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, TypeError) as e:
         raise InvalidQueryError(f"cursor {cursor!r} is not one this view returned") from e
-    if not isinstance(time, int) or not isinstance(seq, int):
+    if not all(isinstance(v, int) and _MIN_MS <= v <= _MAX_MS for v in (time, seq)):
         raise InvalidQueryError(f"cursor {cursor!r} is not one this view returned")
     return time, seq
 
@@ -97,9 +128,8 @@ class ScheduledFunctions:
 
     def get(self, job_id: str) -> dict[str, Any] | None:
         """Return the document of `job_id`, or None if there is none (S30: reads own writes)."""
-        if not is_text(job_id):
-            raise InvalidQueryError(f"job id must be a str, got {type(job_id).__name__}")
-        rows = self._rows(f"SELECT * FROM {self._table} WHERE id = ?", [job_id])  # noqa: S608
+        key = job_key(job_id, "job id")
+        rows = self._rows(f"SELECT * FROM {self._table} WHERE id = ?", [key])  # noqa: S608
         return to_document(rows[0]) if rows else None
 
     def query(  # noqa: PLR0913, PLR0917 - the filters of semantics.md
@@ -120,11 +150,10 @@ class ScheduledFunctions:
         """
         where, params = self._filters(state, name, scheduled_after_ms, scheduled_before_ms)
         if parent_id is not None:
-            if not is_text(parent_id):
-                raise InvalidQueryError(f"parent_id must be a job id, got {parent_id!r}")
             where.append("parent_id = ?")
-            params.append(parent_id)
-        if order not in _ORDERS:
+            params.append(job_key(parent_id, "parent_id"))
+        given: object = order  # typed str; checked as the caller passed it
+        if not isinstance(given, str) or given not in _ORDERS:
             raise InvalidQueryError(f"order must be 'asc' or 'desc', got {order!r}")
         direction, cmp = _ORDERS[order]
         if not is_plain_int(limit) or not 1 <= limit <= MAX_LIMIT:
@@ -153,7 +182,8 @@ class ScheduledFunctions:
         where: list[str] = []
         params: list[object] = []
         if state is not None:
-            if state not in _STATES:
+            given: object = state  # typed str; checked as the caller passed it
+            if not isinstance(given, str) or given not in _STATES:
                 raise InvalidQueryError(
                     f"state must be one of {', '.join(sorted(_STATES))}, got {state!r}"
                 )
@@ -170,10 +200,13 @@ class ScheduledFunctions:
         ):
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            number: object = value
+            if isinstance(number, bool) or not isinstance(number, (int, float)):
+                raise InvalidQueryError(f"{label} must be a number of ms, got {value!r}")
+            if isinstance(number, float) and math.isnan(number):
                 raise InvalidQueryError(f"{label} must be a number of ms, got {value!r}")
             where.append(clause)
-            params.append(value)
+            params.append(min(max(value, _MIN_MS), _MAX_MS) if isinstance(value, int) else value)
         return where, params
 
     def due(self, before_ms: int, limit: int, after: tuple[int, int] | None = None) -> list[DueJob]:
@@ -202,7 +235,7 @@ class ScheduledFunctions:
         """Return the ids of the jobs `job_id` scheduled, in scheduling order (kept for good)."""
         rows = self._rows(
             f"SELECT child_id FROM {LINKS} WHERE parent_id = ? ORDER BY seq",  # noqa: S608
-            [job_id],
+            [job_key(job_id, "job id")],
         )
         return [r["child_id"] for r in rows]
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gc
+import math
 import sqlite3
 import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import orjson
 import psycopg
 import pytest
 from eventsourcing.persistence import OperationalError
@@ -95,6 +98,11 @@ def test_cursor_pagination_is_stable_while_jobs_are_added(
     assert len(seen) == len(set(seen)) == 14
 
 
+def _cursor(scheduled_time: int, seq: int) -> str:
+    """A cursor made by hand, as the view writes its own (base64 of a JSON pair)."""
+    return base64.urlsafe_b64encode(orjson.dumps([scheduled_time, seq])).decode()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -104,11 +112,72 @@ def test_cursor_pagination_is_stable_while_jobs_are_added(
         ({"limit": True}, "limit must be an int"),
         ({"cursor": "garbage!"}, "is not one this view returned"),
         ({"scheduled_after_ms": "soon"}, "scheduled_after_ms must be a number"),
+        ({"scheduled_before_ms": math.nan}, "scheduled_before_ms must be a number"),
+        ({"state": ["pending"]}, "state must be one of"),
+        ({"order": []}, "order must be 'asc' or 'desc'"),
+        ({"cursor": 5}, "cursor must be a str this view returned, got 5"),
+        ({"cursor": _cursor(2**64 - 1, 0)}, "is not one this view returned"),
+        ({"parent_id": "  "}, "parent_id must not be blank"),
+        ({"parent_id": 5}, "parent_id must be a str, got int"),
     ],
 )
 def test_bad_queries_are_refused(app: App, kwargs, message: str) -> None:
     with pytest.raises(InvalidQueryError, match=message):
         app.scheduled_functions.query(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("job_id", "message"), [("", "must not be blank"), (5, "must be a str, got int")]
+)
+def test_a_bad_job_id_is_refused_naming_the_problem(app: App, job_id: object, message) -> None:
+    with pytest.raises(InvalidQueryError, match=f"job id {message}"):
+        app.scheduled_functions.get(job_id)  # type: ignore[arg-type]
+
+
+def test_times_beyond_64_bits_filter_as_the_far_past_and_future(app: App) -> None:
+    app.action(name="jobs:noop")(lambda _ctx: None)
+    job = app.scheduler.run_after(1_000, "jobs:noop")
+    query = app.scheduled_functions.query
+    assert query(scheduled_after_ms=2**70).items == []
+    assert [d["_id"] for d in query(scheduled_before_ms=2**70).items] == [job]
+    assert [d["_id"] for d in query(scheduled_after_ms=-(2**70)).items] == [job]
+    assert app.scheduler.cancel_all(before_ms=-(2**70)) == 0
+    assert app.scheduler.cancel_all(before_ms=2**70) == 1
+
+
+def test_a_job_id_in_any_form_uuid_reads_finds_the_same_job_s3(app: App) -> None:
+    app.action(name="jobs:child")(lambda _ctx: None)
+
+    @app.mutation(name="jobs:parent")
+    def parent(ctx) -> None:
+        ctx.scheduler.run_after(60_000, "jobs:child")
+
+    app.start()
+    job = app.scheduler.run_after(0, parent)
+    app.wait_until_idle()
+    (child,) = app.children(job)
+    for form in (job.upper(), job.replace("-", ""), "{" + job + "}", "urn:uuid:" + job):
+        doc = app.scheduled_functions.get(form)
+        assert doc is not None
+        assert doc["_id"] == job
+        assert app.children(form) == [child]
+        assert [d["_id"] for d in app.scheduled_functions.query(parent_id=form).items] == [child]
+        assert app.history(form) == app.history(job)
+    assert app.scheduled_functions.get(job[:-1]) is None  # not an id: no job has it
+
+
+def test_a_mutation_cannot_cancel_itself_by_another_spelling_of_its_id_s23(app: App) -> None:
+    @app.mutation(name="jobs:self")
+    def self_cancel(ctx) -> None:
+        ctx.scheduler.cancel(ctx.job_id.upper())
+
+    job = app.scheduler.run_after(0, self_cancel)
+    app.start()
+    app.wait_until_idle()
+    doc = app.scheduled_functions.get(job)
+    assert doc is not None
+    assert doc["state"]["kind"] == "failed"
+    assert "a mutation cannot cancel itself" in doc["state"]["error"]
 
 
 def test_get_of_unknown_id_is_none(app: App) -> None:

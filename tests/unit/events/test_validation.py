@@ -448,3 +448,16 @@ def test_schedule_validation_errors_are_value_errors() -> None:
         assert issubclass(cls, ValueError)
     assert issubclass(ArgsNotSerializableError, TypeError)
     assert issubclass(errors_module.TooManyScheduledError, ScheduleValidationError)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: due_time_after(10**400, NOW), "more than 5 years in the future"),
+        (lambda: due_time_at(10**400, NOW), "more than 5 years in the future"),
+        (lambda: due_time_at(-(10**400), NOW), "more than 5 years in the past"),
+    ],
+)
+def test_s6_ints_too_large_for_a_float_are_refused_by_the_skew_limit(call, message: str) -> None:
+    with pytest.raises(ScheduleValidationError, match=message):
+        call()
