@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 import orjson
 
@@ -205,7 +205,7 @@ def encoded_size(value: object) -> int:
     return len(orjson.dumps(value))
 
 
-def is_plain_int(value: object) -> bool:
+def is_plain_int(value: object) -> TypeGuard[int]:
     """Return whether `value` is an int and not a bool (runtime checks of typed parameters)."""
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -63,6 +63,8 @@ MAX_COMMIT_THREADS = 16
 """Threads saving jobs' final commits: one per slot, up to 16 (one commit in flight each)."""
 COMMIT_GRACE_S = 1.0
 """The least time a stop gives the final commits of functions that ended within its timeout."""
+MAX_SETTING_MS = 100 * 366 * 86_400_000
+"""The longest lease or retention (100 years): times stay far inside the store's 64 bits."""
 IDLE_STOP_S = 0.1
 """The least time a stop gives the executors (an idle one stops in well under a millisecond):
 `timeout_s=0` (`--grace 0`) still stops idle executors cleanly."""
@@ -118,6 +120,33 @@ def _stop_actor(actor: pykka.ActorRef[Any]) -> None:
         pass
 
 
+def _check_options(
+    clock: object, max_concurrency: object, lease_ms: object, retention_ms: object
+) -> None:
+    """Refuse the App's options that are out of range or of the wrong type, naming them."""
+    if clock is not None and not all(
+        callable(getattr(clock, m, None)) for m in ("now_ms", "wake_at")
+    ):
+        raise ConfigurationError(
+            f"clock must be a Clock (now_ms and wake_at, e.g. SystemClock()), got {clock!r}"
+        )
+    if not is_plain_int(max_concurrency) or not 1 <= max_concurrency <= 256:  # noqa: PLR2004
+        raise ConfigurationError(
+            f"max_concurrency must be an int from 1 to 256, got {max_concurrency!r}"
+        )
+    if not is_plain_int(lease_ms) or not 100 <= lease_ms <= MAX_SETTING_MS:  # noqa: PLR2004
+        raise ConfigurationError(
+            f"lease_ms must be an int from 100 to {MAX_SETTING_MS:,} (100 years), got {lease_ms!r}"
+        )
+    if retention_ms is not None and (
+        not is_plain_int(retention_ms) or not 0 <= retention_ms <= MAX_SETTING_MS
+    ):
+        raise ConfigurationError(
+            f"retention_ms must be an int from 0 to {MAX_SETTING_MS:,} (100 years), "
+            f"or None (keep forever), got {retention_ms!r}"
+        )
+
+
 def _check_seconds(timeout_s: object) -> None:
     """Refuse a `timeout_s` that is not a finite number of seconds >= 0, naming it."""
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
@@ -148,23 +177,12 @@ class App(Audit):
         lease_ms: int = DEFAULT_LEASE_MS,
         retention_ms: int | None = DEFAULT_RETENTION_MS,
     ) -> None:
-        if (
-            not is_plain_int(max_concurrency) or not 1 <= max_concurrency <= 256  # noqa: PLR2004
-        ):
-            raise ConfigurationError(
-                f"max_concurrency must be an int from 1 to 256, got {max_concurrency!r}"
-            )
+        _check_options(clock, max_concurrency, lease_ms, retention_ms)  # before the store opens
         self.store_config = parse_store_url(store)
         self.store, self.scheduled_functions = open_store(self.store_config)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_concurrency = max_concurrency
-        if not is_plain_int(lease_ms) or lease_ms < 100:  # noqa: PLR2004
-            raise ConfigurationError(f"lease_ms must be an int >= 100, got {lease_ms!r}")
         self.lease_ms = lease_ms
-        if retention_ms is not None and (not is_plain_int(retention_ms) or retention_ms < 0):
-            raise ConfigurationError(
-                f"retention_ms must be an int >= 0 or None (keep forever), got {retention_ms!r}"
-            )
         self.retention_ms = retention_ms
         # Several nodes share a PostgreSQL store: spread the work by job id (issue: scale-out).
         self.spread_grace_ms = SPREAD_GRACE_MS if self.store_config.postgres else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,11 @@ class Registry:
         if not callable(fn):
             raise ConfigurationError(f"only functions can be registered, got {fn!r}")
         if name is None:
+            if not isinstance(getattr(fn, "__qualname__", None), str):
+                raise ConfigurationError(
+                    f"{fn!r} has no name of its own (a functools.partial, an object with "
+                    "__call__): register it with name=..."
+                )
             name = default_name(fn)
         if not isinstance(name, str) or not is_text(name):
             raise ConfigurationError(f"a function name must be a non-empty str, got {name!r}")
@@ -55,7 +61,8 @@ class Registry:
                     f"{name!r} is already registered as {existing.kind} {existing.fn!r}"
                 )
             self._by_name[name] = entry
-            self._by_fn[fn] = entry
+            with contextlib.suppress(TypeError):  # unhashable: found by its name only
+                self._by_fn[fn] = entry
         return entry
 
     def get(self, name: str) -> Registered | None:

@@ -50,10 +50,19 @@ class StoreConfig:
 PG_OPTIONS = frozenset({"schema", "lock_timeout", "connect_timeout", "pool_size"})
 
 
+def _is_digits(text: str) -> bool:
+    """Tell whether `text` is a whole number in ASCII digits (`'²'.isdigit()` is True)."""
+    return text.isascii() and text.isdigit()
+
+
 def _postgres_settings(url: str) -> dict[str, str]:
     """Return eventsourcing's POSTGRES_* settings for `url` (finite timeouts by default)."""
-    parts = urllib.parse.urlsplit(url)
     safe = url.rsplit("@", maxsplit=1)[-1]
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port or 5432
+    except ValueError as e:  # "Invalid IPv6 URL", "Port out of range 0-65535", ...
+        raise ConfigurationError(f"store {safe!r} is not a valid URL: {e}") from None
     params = {k: v[-1] for k, v in urllib.parse.parse_qs(parts.query).items()}
     unknown = sorted(set(params) - PG_OPTIONS)
     if unknown:
@@ -62,7 +71,7 @@ def _postgres_settings(url: str) -> dict[str, str]:
             f"(known: {', '.join(sorted(PG_OPTIONS))})"
         )
     for key in ("lock_timeout", "connect_timeout", "pool_size"):
-        if key in params and (not params[key].isdigit() or int(params[key]) < 1):
+        if key in params and (not _is_digits(params[key]) or int(params[key]) < 1):
             raise ConfigurationError(f"store {safe!r}: {key} must be a whole number >= 1")
     dbname = parts.path.lstrip("/")
     if not dbname or not parts.hostname:
@@ -75,7 +84,7 @@ def _postgres_settings(url: str) -> dict[str, str]:
     return {
         "POSTGRES_DBNAME": urllib.parse.unquote(dbname),
         "POSTGRES_HOST": parts.hostname,
-        "POSTGRES_PORT": str(parts.port or 5432),
+        "POSTGRES_PORT": str(port),
         "POSTGRES_USER": urllib.parse.unquote(parts.username or getpass.getuser()),
         "POSTGRES_PASSWORD": urllib.parse.unquote(parts.password or ""),
         "POSTGRES_SCHEMA": schema,
@@ -96,7 +105,7 @@ def _sqlite_options(url: str, query: str) -> tuple[int, str]:
     lock_timeout = LOCK_TIMEOUT_S
     if "lock_timeout" in params:
         value = params["lock_timeout"][-1]
-        if not value.isdigit() or int(value) < 1:
+        if not _is_digits(value) or int(value) < 1:
             raise ConfigurationError(
                 f"store {url!r}: lock_timeout must be a whole number of seconds >= 1, got {value!r}"
             )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import uuid
 
@@ -230,6 +231,27 @@ def test_registration_names_and_conflicts(app: App) -> None:
             del ctx
 
 
+def test_callables_without_a_name_of_their_own_need_one(app: App) -> None:
+    def add(ctx, a: int, b: int) -> None:
+        del ctx, a, b
+
+    class Charge:
+        __hash__ = None  # type: ignore[assignment] # unhashable: found by its name only
+
+        def __call__(self, ctx) -> None:
+            del ctx
+
+    with pytest.raises(SchedlogError, match=r"has no name of its own.*name=") as partial:
+        app.mutation(functools.partial(add, 1))
+    assert "functools.partial" in str(partial.value)
+    with pytest.raises(SchedlogError, match="has no name of its own"):
+        app.action(Charge())
+    app.mutation(functools.partial(add, 1), name="jobs:add_one")
+    app.action(Charge(), name="jobs:charge")
+    assert app.registry.resolve("jobs:add_one").name == "jobs:add_one"
+    assert app.registry.resolve("jobs:charge").name == "jobs:charge"
+
+
 def test_wait_until_idle_needs_a_started_runtime(app: App) -> None:
     with pytest.raises(SchedlogError, match="not started"):
         app.wait_until_idle()
@@ -245,6 +267,24 @@ def test_bad_configuration_is_refused() -> None:
     assert "secret" not in str(bad.value)  # credentials are never shown
     with pytest.raises(SchedlogError, match="needs a host and a database"):
         App(store="postgresql://127.0.0.1")
+    for url, message in [
+        ("sqlite:///tmp/x.db?lock_timeout=\u00b2", "lock_timeout must be a whole number"),
+        ("postgresql://u@h/db?pool_size=\u00b2", "pool_size must be a whole number"),
+        ("postgresql://u:secret@h:99999/db", "not a valid URL: Port out of range"),
+        ("postgresql://u@h:abc/db", "not a valid URL: Port could not be cast"),
+        ("postgresql://u@[::1/db", "not a valid URL: Invalid IPv6 URL"),
+    ]:
+        with pytest.raises(SchedlogError, match=message) as bad:
+            App(store=url)
+        assert "secret" not in str(bad.value)
+    for options, message in [
+        ({"clock": "x"}, "clock must be a Clock"),
+        ({"lease_ms": 2**70}, "lease_ms must be an int from 100 to"),
+        ({"retention_ms": 2**70}, "retention_ms must be an int from 0 to"),
+        ({"retention_ms": -1}, "retention_ms must be an int from 0 to"),
+    ]:
+        with pytest.raises(SchedlogError, match=message):
+            App(store="memory://", **options)
 
 
 def test_app_run_mutation_schedules_a_batch_in_one_commit_s10_s14(
