@@ -11,6 +11,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from eventsourcing.persistence import ConnectionPoolClosedError
+
+from schedlog.events import StoreError
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator, Sequence
 
@@ -131,6 +135,22 @@ def bind_all(
     return "; ".join(binder.mogrify(sql.replace("?", "%s"), list(p)) for sql, p in statements)
 
 
+STORE_CLOSED = "the store is closed (its App was closed)"
+
+
+@contextmanager
+def store_open() -> Iterator[None]:
+    """Turn the library's error for a closed connection pool into a `StoreError` saying so.
+
+    eventsourcing raises `ConnectionPoolClosedError` with no message, and not as one of its
+    persistence errors, once the store is closed.
+    """
+    try:
+        yield
+    except ConnectionPoolClosedError as e:
+        raise StoreError(STORE_CLOSED) from e
+
+
 @dataclass(frozen=True, slots=True)
 class Db:
     """A store's datastore, its dialect, and where its events and their positions live."""
@@ -144,10 +164,17 @@ class Db:
     @contextmanager
     def transaction(self, *, commit: bool) -> Iterator[Cur]:
         """Yield a cursor inside one transaction, committed if `commit`, else rolled back."""
-        with self.datastore.transaction(commit=commit) as raw:
+        if self.closed:
+            raise StoreError(STORE_CLOSED)
+        with store_open(), self.datastore.transaction(commit=commit) as raw:
             cur = Cur(raw, self.dialect)
             cur.use_schema(self.schema)
             yield cur
+
+    @property
+    def closed(self) -> bool:
+        """Whether the store is closed (its connection pool, SQLite's or psycopg's, is)."""
+        return bool(getattr(getattr(self.datastore, "pool", None), "closed", False))
 
     def cursor_of(self, raw: Any) -> Cur:
         """Wrap a cursor the event store opened (inside its own transaction)."""

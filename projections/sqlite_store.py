@@ -42,7 +42,12 @@ import weakref
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
+from eventsourcing.persistence import (
+    ConnectionPoolClosedError,
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+)
 from eventsourcing.sqlite import (
     SQLITE3_DEFAULT_LOCK_TIMEOUT,
     SQLiteConnection,
@@ -50,6 +55,8 @@ from eventsourcing.sqlite import (
     SQLiteCursor,
     SQLiteFactory,
 )
+
+from schedlog.projections.sql import STORE_CLOSED
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -179,6 +186,8 @@ class StatementCachingPool(SQLiteConnectionPool):
         """
         if self.is_sqlite_memory_mode:
             return None
+        if self.closed:  # as the pool's own connections: not one more after `close`
+            raise ConnectionPoolClosedError(STORE_CLOSED)
         conn: SQLiteConnection | None = getattr(self._mine, "conn", None)
         if conn is None or conn.closed:
             conn = self._create_connection()

@@ -13,6 +13,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 import pykka
+from eventsourcing.domain import BaseAggregate
 
 from schedlog.actors.batch import BatchRunner
 from schedlog.actors.commits import CommitPool
@@ -31,6 +32,7 @@ from schedlog.errors import (
     IdleTimeoutError,
     JobNotFoundError,
     RuntimeClosedError,
+    StoreError,
     UnknownFunctionError,
 )
 from schedlog.events import FunctionKind
@@ -235,7 +237,15 @@ class App(Audit):
 
     def save(self, *objs: Any) -> None:
         """Save aggregates in one transaction; tell the timer of any new pending job."""
-        recordings = self.store.save(*objs)
+        for obj in objs:
+            if not isinstance(obj, BaseAggregate):
+                raise ConfigurationError(f"app.save takes eventsourcing aggregates, got {obj!r}")
+        try:
+            recordings = self.store.save(*objs)
+        except StoreError as e:
+            if self._closed:  # closed meanwhile, by another thread
+                raise RuntimeClosedError("the App is closed") from e
+            raise
         jobs = self.store.due_jobs_of(recordings)
         if jobs and self._timer is not None:
             try:

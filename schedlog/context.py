@@ -144,6 +144,7 @@ class AppScheduler(Scheduler):
 
         Returns how many jobs this call canceled.
         """
+        self._core.check_accepting()
         if name is not None and not isinstance(name, str):
             name = self._core.registry.resolve(name).name
         ids = self._core.scheduled_functions.unfinished_ids(name, before_ms)

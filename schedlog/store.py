@@ -15,6 +15,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import (
+    ConnectionPoolClosedError,
     IntegrityError,
     PersistenceError,
     StoredEvent,
@@ -25,7 +26,7 @@ from eventsourcing.utils import get_topic
 from schedlog.errors import ConflictError, StoreError
 from schedlog.events import JobId, ScheduledFunction
 from schedlog.projections.queries import DueJob, ScheduledFunctions
-from schedlog.projections.sql import Dialect
+from schedlog.projections.sql import STORE_CLOSED, Dialect, store_open
 from schedlog.projections.sqlite_store import SYNCHRONOUS_KEY
 from schedlog.projections.transcoder import OrjsonTranscoder
 from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewKeeper, ViewRecorder
@@ -96,6 +97,8 @@ class JobStore(Application[UUID]):
 
         Raises `ConflictError` on a version conflict, `StoreError` on other store errors.
         """
+        if self.db.closed:
+            raise StoreError(STORE_CLOSED)
         view_events = [
             e for o in objs if isinstance(o, ScheduledFunction) for e in o.pending_events
         ]
@@ -114,6 +117,8 @@ class JobStore(Application[UUID]):
             raise StoreError(f"store constraint failed: {e}") from e
         except PersistenceError as e:
             raise StoreError(f"store error: {e}") from e
+        except ConnectionPoolClosedError as e:
+            raise StoreError(STORE_CLOSED) from e
         return recordings
 
     @property
@@ -134,8 +139,11 @@ class JobStore(Application[UUID]):
             key = UUID(job_id)
         except (ValueError, TypeError, AttributeError):
             return None
+        if self.db.closed:
+            raise StoreError(STORE_CLOSED)
         try:
-            job: object = self.repository.get(key, projector_func=_project)
+            with store_open():
+                job: object = self.repository.get(key, projector_func=_project)
         except AggregateNotFoundError:
             return None
         return job if isinstance(job, ScheduledFunction) else None
@@ -172,7 +180,8 @@ class JobStore(Application[UUID]):
 
     def version_of(self, job_id: str) -> int | None:
         """Return the version of the job's last event (one indexed read), or None if none."""
-        last = self.recorder.select_events(UUID(job_id), desc=True, limit=1)
+        with store_open():
+            last = self.recorder.select_events(UUID(job_id), desc=True, limit=1)
         return last[0].originator_version if last else None
 
     def jobs_since(self, position: int, limit: int = 1000) -> tuple[int, list[DueJob]]:

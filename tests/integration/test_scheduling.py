@@ -12,13 +12,15 @@ import pytest
 from schedlog import (
     App,
     ArgsNotSerializableError,
+    RuntimeClosedError,
     SchedlogError,
     ScheduleValidationError,
+    StoreError,
     UnknownFunctionError,
 )
 from schedlog.actors.timer import LEAD_MS
 from schedlog.testing import FakeClock
-from tests.integration.helpers import all_docs, log_position, state, types
+from tests.integration.helpers import Account, all_docs, log_position, state, types
 
 T0 = 1_800_000_000_000
 
@@ -344,3 +346,33 @@ def test_app_run_mutation_refuses_actions_and_the_1001st_job_s10(app: App) -> No
     with pytest.raises(SchedlogError, match="too many functions scheduled"):
         app.run_mutation(too_many)
     assert all_docs(app) == []
+
+
+def test_a_closed_app_says_so_for_every_call(clock: FakeClock, store_url: str) -> None:
+    app = App(store=store_url, clock=clock)
+    register_noop(app)
+    job = app.scheduler.run_after(60_000, "jobs:noop")
+    app.start()
+    app.close()
+    for write in (
+        lambda: app.scheduler.run_after(0, "jobs:noop"),
+        lambda: app.scheduler.cancel(job),
+        app.scheduler.cancel_all,
+        lambda: app.save(Account("late")),
+    ):
+        with pytest.raises(RuntimeClosedError, match="the App is closed"):
+            write()
+    for read in (
+        lambda: app.scheduled_functions.get(job),
+        app.scheduled_functions.query,
+        lambda: app.history(job),
+        lambda: app.children(job),
+        app.stats,
+    ):
+        with pytest.raises(StoreError, match=r"the store is closed \(its App was closed\)"):
+            read()
+
+
+def test_app_save_takes_aggregates_only(app: App) -> None:
+    with pytest.raises(SchedlogError, match=r"app\.save takes eventsourcing aggregates, got 'x'"):
+        app.save("x")
