@@ -189,6 +189,7 @@ class App(Audit):
         # Several nodes share a PostgreSQL store: spread the work by job id (issue: scale-out).
         self.spread_grace_ms = SPREAD_GRACE_MS if self.store_config.postgres else None
         self.node_id = make_node_id()
+        self._started = False  # once started, each start is a new node
         self.registry = Registry()
         self.scheduler = AppScheduler(self)
         self._commits = CommitPool(min(max_concurrency, MAX_COMMIT_THREADS))
@@ -344,12 +345,21 @@ class App(Audit):
     # Running.
 
     def start(self) -> None:
-        """Start the actor runtime: the timer, the executors and the log watcher."""
+        """Start the actor runtime: the timer, the executors and the log watcher.
+
+        Each start after the first is a new node (a new `node_id`): claims the last run left
+        in progress (a function that outlasted the stop, an outcome a store outage kept from
+        being saved) then belong to a node that no longer beats, and recovery ends them once
+        their lease runs out (S19), instead of this node's heartbeat keeping them alive.
+        """
         with self._lock:
             if self._closed:
                 raise RuntimeClosedError("the App is closed")
             if self._timer is not None:
                 return
+            if self._started:
+                self.node_id = make_node_id()
+            self._started = True
             self._runner.closing.clear()
             self._commits.start()
             recovery = RecoveryActor.start(self)

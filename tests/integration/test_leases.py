@@ -57,6 +57,31 @@ def test_an_action_cut_off_by_a_crash_fails_once_its_lease_runs_out_s19(
         app.close()
 
 
+def test_a_restarted_app_is_a_new_node_so_its_last_runs_claims_run_out_s19(
+    clock: FakeClock, store_url: str
+) -> None:
+    app = make_app(store_url, clock)
+    try:
+        app.start()
+        first = app.node_id
+        job = app.scheduler.run_after(60_000, "io:send")
+        left = app.store.load_job(job)  # what a function that outlasted the stop leaves
+        assert left is not None
+        left.start(first, T0, T0 + LEASE_MS)
+        app.save(left)
+        app.stop()
+        app.start()
+        assert app.node_id != first
+        clock.advance(LEASE_MS + 1)
+        app.wait_until_idle()
+        doc = app.scheduled_functions.get(job)
+        assert doc is not None
+        assert doc["state"] == {"kind": "failed", "error": CUT_OFF_ERROR}  # not kept alive
+        assert app.history(job)[1]["node_id"] == first
+    finally:
+        app.close()
+
+
 def test_a_canceled_action_cut_off_stays_canceled(clock: FakeClock, store_url: str) -> None:
     app = make_app(store_url, clock)
     try:
