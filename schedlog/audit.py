@@ -22,6 +22,10 @@ DEFAULT_RETENTION_MS = 7 * 24 * 60 * 60 * 1000
 RETENTION_BATCH = 1_000
 
 
+MAX_AS_OF_MS = 253_402_300_799_999
+"""The last millisecond of the year 9999: `replay(as_of=...)` takes instants within +- it."""
+
+
 class Audit:
     """What the App answers about the log beyond the live view (S27-S29)."""
 
@@ -69,6 +73,11 @@ class Audit:
             )
         if not is_plain_int(as_of):
             raise ConfigurationError(f"as_of must be epoch milliseconds (int), got {as_of!r}")
+        if not -MAX_AS_OF_MS <= as_of <= MAX_AS_OF_MS:
+            raise ConfigurationError(
+                f"as_of must be epoch milliseconds within +-{MAX_AS_OF_MS:,} (the year 9999), "
+                f"got {as_of!r}"
+            )
         return build_as_of(
             db,
             decoder,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from schedlog import App
+from schedlog import App, SchedlogError
 from schedlog.projections.schema import TABLE
 from schedlog.testing import FakeClock
 from tests.integration.helpers import execute, state, view_table
@@ -228,3 +228,17 @@ def test_a_store_with_the_old_count_triggers_drops_them_on_open(
         assert [t["name"] for t in triggers] == [f"{TABLE}_count_delete"]
     finally:
         again.close()
+
+
+@pytest.mark.parametrize(
+    ("as_of", "message"),
+    [
+        ("noon", "as_of must be epoch milliseconds \\(int\\)"),
+        (True, "as_of must be epoch milliseconds \\(int\\)"),
+        (2**70, "as_of must be epoch milliseconds within"),
+        (-(2**70), "as_of must be epoch milliseconds within"),
+    ],
+)
+def test_replay_as_of_a_time_out_of_range_is_refused(app: App, as_of: object, message) -> None:
+    with pytest.raises(SchedlogError, match=message):
+        app.replay(as_of=as_of)  # type: ignore[call-overload]
