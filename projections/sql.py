@@ -7,11 +7,12 @@ PostgreSQL (`%s` placeholders, tables in the store's schema via a transaction-lo
 from __future__ import annotations
 
 import enum
+import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from eventsourcing.persistence import ConnectionPoolClosedError
+from eventsourcing.persistence import ConnectionPoolClosedError, OperationalError
 
 from schedlog.events import StoreError
 
@@ -151,6 +152,30 @@ def store_open() -> Iterator[None]:
         raise StoreError(STORE_CLOSED) from e
 
 
+@contextmanager
+def _begin_immediate(datastore: Any) -> Iterator[Any]:
+    """Yield the library's SQLite write transaction, begun with the lock (`BEGIN IMMEDIATE`).
+
+    Its plain `BEGIN` takes the lock at the first write: a transaction that reads first (a
+    replay reading the log, a catch-up reading the view's position) then fails at once with
+    "database is locked" if another connection committed since its read, whatever the busy
+    timeout; taking the lock up front waits for it instead.
+    """
+    with datastore.get_connection(commit=True) as connection:
+        cursor = connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")  # the library's cursor maps a timeout to its error
+        try:
+            yield cursor
+        except BaseException:
+            connection.rollback()
+            raise
+        try:
+            connection.commit()
+        except sqlite3.Error as e:
+            connection.rollback()
+            raise OperationalError(e) from e
+
+
 @dataclass(frozen=True, slots=True)
 class Db:
     """A store's datastore, its dialect, and where its events and their positions live."""
@@ -166,7 +191,11 @@ class Db:
         """Yield a cursor inside one transaction, committed if `commit`, else rolled back."""
         if self.closed:
             raise StoreError(STORE_CLOSED)
-        with store_open(), self.datastore.transaction(commit=commit) as raw:
+        if commit and self.dialect is Dialect.SQLITE:
+            began = _begin_immediate(self.datastore)
+        else:
+            began = self.datastore.transaction(commit=commit)
+        with store_open(), began as raw:
             cur = Cur(raw, self.dialect)
             cur.use_schema(self.schema)
             yield cur

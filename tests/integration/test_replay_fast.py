@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import orjson
@@ -137,4 +138,44 @@ def test_a_rebuild_equals_the_live_view_whatever_it_holds_in_memory(
             assert past.events_applied < len(notifications(app))
         assert jobs
     finally:
+        app.close()
+
+
+def test_a_rebuild_waits_for_the_write_lock_while_another_connection_keeps_writing(
+    clock: FakeClock, store_url: str
+) -> None:
+    """S27's rebuild while another process schedules: it waits its turn, it does not fail.
+
+    SQLite's plain BEGIN took the write lock at the first write, after the rebuild's reads: a
+    commit from another connection in between made it fail at once ("database is locked").
+    """
+    app = App(store=store_url, clock=clock, retention_ms=None)
+    web = App(store=store_url, clock=clock)  # its own connections, as another process has
+    for a in (app, web):
+        a.action(name="jobs:noop")(lambda _ctx: None)
+    stop, fed = threading.Event(), threading.Event()
+    count = 0
+
+    def feed() -> None:
+        nonlocal count
+        while not stop.is_set():
+            web.scheduler.run_after(60_000, "jobs:noop")
+            count += 1
+            if count >= 20:
+                fed.set()
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        assert fed.wait(30)
+        for _ in range(3):
+            app.replay()  # raised OperationalError("database is locked") on SQLite before
+    finally:
+        stop.set()
+        feeder.join(30)
+    try:
+        assert len(view_table(app)) == count  # every job the feeder saved is in the view
+        assert app.stats().counts["pending"] == count
+    finally:
+        web.close()
         app.close()
