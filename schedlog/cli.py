@@ -315,7 +315,19 @@ def cancel(options: Options, job_id: str) -> None:
     with _open_app(options) as app:
         before = app.scheduled_functions.get(job_id)
         app.scheduler.cancel(job_id)
-        doc = _get_document(app, job_id)
+        doc = app.scheduled_functions.get(job_id)
+        job = app.store.load_job(job_id) if doc is None else None
+    if doc is None and job is not None:  # finished, and gone from the view: a no-op (S23)
+        if options.as_json:
+            _emit_json({"_id": job.job_id, "state": {"kind": job.state.value}})
+        else:
+            click.echo(
+                f"{job_id}: already {job.state.value}; nothing to cancel "
+                "(it has left the view; see `history`)"
+            )
+        return
+    if doc is None:
+        raise JobNotFoundError(job_id)  # it was there for the cancel: gone since
     if options.as_json:
         _emit_json(doc)
     elif before is not None and before["state"]["kind"] in TERMINAL_STATES:

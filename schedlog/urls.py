@@ -40,11 +40,7 @@ class StoreConfig:
     @property
     def safe_url(self) -> str:
         """The URL without its password, for logs and messages."""
-        parts = urllib.parse.urlsplit(self.url)
-        if parts.password is None:
-            return self.url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        return _without_password(self.url)
 
 
 PG_OPTIONS = frozenset({"schema", "lock_timeout", "connect_timeout", "pool_size"})
@@ -139,7 +135,21 @@ def parse_store_url(url: str | None) -> StoreConfig:
         )
     if url.startswith(("postgresql://", "postgres://")):
         return StoreConfig(url, "", is_memory=False, postgres=_postgres_settings(url))
+    shown = _without_password(url)
     raise ConfigurationError(
-        f"store {url!r} is not a store URL: use sqlite:///abs/path.db, sqlite://rel/path.db "
-        "or memory://"
+        f"store {shown!r} is not a store URL: use sqlite:///abs/path.db, sqlite://rel/path.db, "
+        "memory:// or postgresql://user@host:5432/db"
     )
+
+
+def _without_password(url: str) -> str:
+    """Return `url` with any password in it masked (`user:***@host`), for messages."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        password = parts.password
+    except ValueError:  # not parsable: show no credentials at all
+        return url.rsplit("@", maxsplit=1)[-1]
+    if password is None:
+        return url
+    netloc = parts.netloc.replace(f":{password}@", ":***@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))

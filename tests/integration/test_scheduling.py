@@ -275,6 +275,7 @@ def test_bad_configuration_is_refused() -> None:
         ("postgresql://u:secret@h:99999/db", "not a valid URL: Port out of range"),
         ("postgresql://u@h:abc/db", "not a valid URL: Port could not be cast"),
         ("postgresql://u@[::1/db", "not a valid URL: Invalid IPv6 URL"),
+        ("postgresql+psycopg://u:secret@h/db", "not a store URL: .* or postgresql://"),
     ]:
         with pytest.raises(SchedlogError, match=message) as bad:
             App(store=url)

@@ -24,6 +24,7 @@ import orjson
 import pytest
 
 from schedlog import App
+from schedlog.projections.schema import TABLE
 from schedlog.testing import FakeClock
 
 HERE = Path(__file__).resolve().parent
@@ -416,6 +417,26 @@ def test_cancel_cancels_a_pending_job_once(store: tuple[str, dict[str, str]]) ->
     assert "already canceled" in again.stdout
     finished = cli_json("--store", url, "cancel", ids["ok"])
     assert finished["state"] == {"kind": "success"}
+
+
+@pytest.mark.process
+def test_cancel_of_a_finished_job_gone_from_the_view_is_a_no_op_s23(
+    store: tuple[str, dict[str, str]],
+) -> None:
+    url, ids = store
+    with sqlite3.connect(url.removeprefix("sqlite://")) as db:  # as retention does (S28)
+        db.execute(f"DELETE FROM {TABLE} WHERE id = ?", (ids["ok"],))
+    result = cli("--store", url, "cancel", ids["ok"])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"{ids['ok']}: already success; nothing to cancel (it has left the view; see `history`)"
+    )
+    assert cli_json("--store", url, "cancel", ids["ok"]) == {
+        "_id": ids["ok"],
+        "state": {"kind": "success"},
+    }
+    events = cli_json("--store", url, "history", ids["ok"])["events"]
+    assert [e["type"] for e in events] == ["Scheduled", "Started", "Completed"]  # no Canceled
 
 
 @pytest.mark.process
