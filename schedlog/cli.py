@@ -28,6 +28,7 @@ from schedlog.demo import DEFAULT_DEMO_PATH, run_demo
 from schedlog.errors import ConfigurationError, JobNotFoundError, SchedlogError
 from schedlog.events import JobState
 from schedlog.events.values import TERMINAL_STATES
+from schedlog.store import postgres_store_exists
 from schedlog.urls import parse_store_url
 
 if TYPE_CHECKING:
@@ -110,6 +111,11 @@ def _open_app(options: Options, retention_ms: int | None = DEFAULT_RETENTION_MS)
     config = parse_store_url(options.store)
     if config.sqlite_dbname and not config.is_memory and not Path(config.sqlite_dbname).exists():
         raise ConfigurationError(f"store {config.url!r}: no such file {config.sqlite_dbname!r}")
+    if config.postgres is not None and not postgres_store_exists(config):
+        schema = config.postgres["POSTGRES_SCHEMA"]
+        raise ConfigurationError(
+            f"store {config.safe_url!r}: no schedlog store in schema {schema!r} (nothing created)"
+        )
     app = App(store=config.url, retention_ms=retention_ms)
     try:
         yield app

@@ -330,6 +330,23 @@ def _create_schema(config: StoreConfig) -> None:
         raise StoreError(f"cannot open store {config.safe_url!r}: {e}") from e
 
 
+def postgres_store_exists(config: StoreConfig) -> bool:
+    """Tell whether the store's PostgreSQL schema holds a schedlog log (read only, no DDL)."""
+    import psycopg  # noqa: PLC0415 - only PostgreSQL stores need the driver
+
+    settings = config.postgres
+    assert settings is not None  # noqa: S101
+    try:
+        with _connect(settings) as conn:
+            row = conn.execute(
+                "SELECT to_regclass(format('%%I.%%I', %s::text, %s::text))",
+                (settings["POSTGRES_SCHEMA"], TABLE),  # the view: every schedlog store has it
+            ).fetchone()
+    except psycopg.Error as e:
+        raise StoreError(f"cannot open store {config.safe_url!r}: {e}") from e
+    return row is not None and row[0] is not None
+
+
 class ChangeListener:
     """Waits for PostgreSQL's NOTIFY on the events table's channel (sent by every insert).
 

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 
 from schedlog import App
 from schedlog.projections.schema import TABLE
 from schedlog.testing import FakeClock
+from tests.conftest import PG_DSN, pg_url
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -455,6 +457,17 @@ def test_bad_store_url_exits_1_with_a_message(tmp_path: Path) -> None:
     assert_clean_failure(cli("--store", f"sqlite://{missing}", "ls"), "no such file")
     assert not missing.parent.exists()  # reading never creates a store
     assert_clean_failure(cli("ls", cwd=tmp_path), "no such file 'schedlog.db'")
+
+
+@pytest.mark.process
+def test_read_commands_never_create_a_postgresql_store(pg_server: str) -> None:
+    schema = f"{pg_server}_{uuid.uuid4().hex[:10]}"  # dropped at the end if it were made
+    result = cli("--store", pg_url(schema), "ls")
+    assert result.returncode == 1
+    assert f"no schedlog store in schema '{schema}' (nothing created)" in result.stderr
+    with psycopg.connect(PG_DSN) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        assert found.fetchone() is None
 
 
 @pytest.mark.process
