@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
+from schedlog.actors.runner import NOT_RUN_CANCELED
 from schedlog.projections.queries import MAX_LIMIT
 
 if TYPE_CHECKING:
@@ -264,6 +265,7 @@ def timeline_table(title: str, entries: list[dict[str, Any]]) -> Table:
     for column in ("time", "event", "attempt", "node", "detail"):
         table.add_column(column, overflow="fold")
     attempt, running = "", False
+    unrun = any(e["type"] == "Completed" and e.get("error") == NOT_RUN_CANCELED for e in entries)
     for entry in entries:
         kind, node, detail = entry["type"], "", ""
         match kind:
@@ -279,7 +281,12 @@ def timeline_table(title: str, entries: list[dict[str, Any]]) -> Table:
                 detail = f"next run {iso_ms(entry.get('next_run_ms'))}: "
                 detail += first_line(entry.get("error"))
             case "Canceled":
-                detail = "while in progress (not interrupted)" if running else ""
+                if running:
+                    detail = (
+                        "claimed ahead, before it was due: it does not run"
+                        if unrun
+                        else "while in progress (not interrupted)"
+                    )
             case "Completed":
                 error = first_line(entry.get("error"))
                 detail = f"{entry.get('outcome')}: {error}" if error else str(entry.get("outcome"))
