@@ -124,10 +124,11 @@ def test_cancel_is_idempotent_and_unknown_ids_are_errors_s23(app: App) -> None:
         app.scheduler.cancel(str(account.id))
 
 
-def test_a_mutation_cannot_cancel_itself_s23(app: App) -> None:
+@pytest.mark.parametrize("spelling", [str, str.upper], ids=["as_given", "upper_case"])
+def test_a_mutation_cannot_cancel_itself_s23(app: App, spelling) -> None:
     @app.mutation(name="jobs:self")
     def self_cancel(ctx) -> None:
-        ctx.scheduler.cancel(ctx.job_id)
+        ctx.scheduler.cancel(spelling(ctx.job_id))  # any spelling uuid.UUID reads is its id
 
     job = app.scheduler.run_after(0, self_cancel)
     app.start()

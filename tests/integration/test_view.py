@@ -166,20 +166,6 @@ def test_a_job_id_in_any_form_uuid_reads_finds_the_same_job_s3(app: App) -> None
     assert app.scheduled_functions.get(job[:-1]) is None  # not an id: no job has it
 
 
-def test_a_mutation_cannot_cancel_itself_by_another_spelling_of_its_id_s23(app: App) -> None:
-    @app.mutation(name="jobs:self")
-    def self_cancel(ctx) -> None:
-        ctx.scheduler.cancel(ctx.job_id.upper())
-
-    job = app.scheduler.run_after(0, self_cancel)
-    app.start()
-    app.wait_until_idle()
-    doc = app.scheduled_functions.get(job)
-    assert doc is not None
-    assert doc["state"]["kind"] == "failed"
-    assert "a mutation cannot cancel itself" in doc["state"]["error"]
-
-
 def test_get_of_unknown_id_is_none(app: App) -> None:
     assert app.scheduled_functions.get("no-such-id") is None
 
