@@ -271,7 +271,9 @@ def list_jobs(options: Options, /, limit: int, **filters: Any) -> None:
             raise JobNotFoundError(parent_id)
         documents, more = render.collect(app.scheduled_functions, limit, **filters)
     if options.as_json:
-        _emit_json(documents)
+        _emit_json(documents)  # a list, as before; that it is cut short goes to stderr
+        if more:
+            click.echo(f"the first {len(documents)}; more match (raise --limit)", err=True)
     else:
         render.console().print(render.documents_table("_scheduled_functions", documents, more=more))
 

@@ -342,8 +342,13 @@ def test_ls_filters_by_state_name_and_limit(store: tuple[str, dict[str, str]]) -
     assert [d["_id"] for d in failed] == [ids["boom"]]
     later = cli_json("--store", url, "ls", "--name", "cli:later")
     assert [d["_id"] for d in later] == [ids["canceled"], ids["pending"]]
-    first = cli_json("--store", url, "ls", "--limit", "2")
-    assert [d["_id"] for d in first] == [ids["ok"], ids["boom"]]
+    first = cli("--json", "--store", url, "ls", "--limit", "2")
+    assert first.returncode == 0, first.stderr
+    assert [d["_id"] for d in orjson.loads(first.stdout)] == [ids["ok"], ids["boom"]]
+    assert first.stderr.strip() == "the first 2; more match (raise --limit)"  # not silent
+    every = cli("--json", "--store", url, "ls", "--limit", "4")
+    assert len(orjson.loads(every.stdout)) == 4
+    assert every.stderr == ""
     bad = cli("--store", url, "ls", "--state", "done")
     assert bad.returncode == 2
     assert "Invalid value for '--state'" in bad.stderr
