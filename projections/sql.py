@@ -140,12 +140,15 @@ STORE_CLOSED = "the store is closed (its App was closed)"
 
 
 @contextmanager
-def store_open() -> Iterator[None]:
-    """Turn the library's error for a closed connection pool into a `StoreError` saying so.
+def store_open(db: Db) -> Iterator[None]:
+    """Run the block on an open store; on a closed one raise a `StoreError` saying so.
 
-    eventsourcing raises `ConnectionPoolClosedError` with no message, and not as one of its
-    persistence errors, once the store is closed.
+    Checked first (a pool closed by the App: psycopg's says only that it cannot be reused),
+    and mapped after (eventsourcing raises `ConnectionPoolClosedError`, with no message and
+    not as one of its persistence errors).
     """
+    if db.closed:
+        raise StoreError(STORE_CLOSED)
     try:
         yield
     except ConnectionPoolClosedError as e:
@@ -189,13 +192,11 @@ class Db:
     @contextmanager
     def transaction(self, *, commit: bool) -> Iterator[Cur]:
         """Yield a cursor inside one transaction, committed if `commit`, else rolled back."""
-        if self.closed:
-            raise StoreError(STORE_CLOSED)
         if commit and self.dialect is Dialect.SQLITE:
             began = _begin_immediate(self.datastore)
         else:
             began = self.datastore.transaction(commit=commit)
-        with store_open(), began as raw:
+        with store_open(self), began as raw:
             cur = Cur(raw, self.dialect)
             cur.use_schema(self.schema)
             yield cur

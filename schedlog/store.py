@@ -15,7 +15,6 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import BaseAggregate
 from eventsourcing.persistence import (
-    ConnectionPoolClosedError,
     IntegrityError,
     PersistenceError,
     StoredEvent,
@@ -26,7 +25,7 @@ from eventsourcing.utils import get_topic
 from schedlog.errors import ConflictError, StoreError
 from schedlog.events import JobId, ScheduledFunction
 from schedlog.projections.queries import DueJob, ScheduledFunctions
-from schedlog.projections.sql import STORE_CLOSED, Dialect, store_open
+from schedlog.projections.sql import Dialect, store_open
 from schedlog.projections.sqlite_store import SYNCHRONOUS_KEY
 from schedlog.projections.transcoder import OrjsonTranscoder
 from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewKeeper, ViewRecorder
@@ -97,28 +96,25 @@ class JobStore(Application[UUID]):
 
         Raises `ConflictError` on a version conflict, `StoreError` on other store errors.
         """
-        if self.db.closed:
-            raise StoreError(STORE_CLOSED)
         view_events = [
             e for o in objs if isinstance(o, ScheduledFunction) for e in o.pending_events
         ]
-        try:
-            # Application.save's steps, with the events collected by `_Collected` (cheaper).
-            processing_event = _Collected()
-            processing_event.collect_events(*objs, **{VIEW_EVENTS: view_events}, **kwargs)
-            recordings = self._record(processing_event)
-            self._take_snapshots(processing_event)
-            self._notify(recordings)
-        except IntegrityError as e:
-            if any(
-                key in str(e) for key in _EVENTS_KEYS
-            ):  # the (originator_id, version) key: someone moved first
-                raise ConflictError(f"version conflict: {e}") from e
-            raise StoreError(f"store constraint failed: {e}") from e
-        except PersistenceError as e:
-            raise StoreError(f"store error: {e}") from e
-        except ConnectionPoolClosedError as e:
-            raise StoreError(STORE_CLOSED) from e
+        with store_open(self.db):
+            try:
+                # Application.save's steps, with the events collected by `_Collected` (cheaper).
+                processing_event = _Collected()
+                processing_event.collect_events(*objs, **{VIEW_EVENTS: view_events}, **kwargs)
+                recordings = self._record(processing_event)
+                self._take_snapshots(processing_event)
+                self._notify(recordings)
+            except IntegrityError as e:
+                if any(
+                    key in str(e) for key in _EVENTS_KEYS
+                ):  # the (originator_id, version) key: someone moved first
+                    raise ConflictError(f"version conflict: {e}") from e
+                raise StoreError(f"store constraint failed: {e}") from e
+            except PersistenceError as e:
+                raise StoreError(f"store error: {e}") from e
         return recordings
 
     @property
@@ -139,10 +135,8 @@ class JobStore(Application[UUID]):
             key = UUID(job_id)
         except (ValueError, TypeError, AttributeError):
             return None
-        if self.db.closed:
-            raise StoreError(STORE_CLOSED)
         try:
-            with store_open():
+            with store_open(self.db):
                 job: object = self.repository.get(key, projector_func=_project)
         except AggregateNotFoundError:
             return None
@@ -180,7 +174,7 @@ class JobStore(Application[UUID]):
 
     def version_of(self, job_id: str) -> int | None:
         """Return the version of the job's last event (one indexed read), or None if none."""
-        with store_open():
+        with store_open(self.db):
             last = self.recorder.select_events(UUID(job_id), desc=True, limit=1)
         return last[0].originator_version if last else None
 
