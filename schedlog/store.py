@@ -7,6 +7,7 @@ follows the log and keeps the nodes' heartbeats; `ChangeListener` waits for Post
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 from typing import TYPE_CHECKING, Any, cast
@@ -124,9 +125,9 @@ class JobStore(Application[UUID]):
         assert isinstance(recorder, ViewKeeper)  # noqa: S101 - open_store
         return cast("ViewRecorder | PgViewRecorder", recorder)  # PgViewRecorder: not imported
 
-    @property
+    @functools.cached_property
     def db(self) -> Db:
-        """The store's database, for the read side's own tables."""
+        """The store's database, for the read side's own tables (made once: every save asks)."""
         return self.view_recorder.db
 
     def load_job(self, job_id: str) -> ScheduledFunction | None:
