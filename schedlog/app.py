@@ -6,7 +6,6 @@ import atexit
 import concurrent.futures
 import contextlib
 import logging
-import math
 import threading
 import time
 import weakref
@@ -36,7 +35,7 @@ from schedlog.errors import (
     UnknownFunctionError,
 )
 from schedlog.events import FunctionKind
-from schedlog.events.validation import is_plain_int
+from schedlog.options import check_options, check_seconds
 from schedlog.projections.queries import DueJob, history_entries
 from schedlog.projections.sql import Dialect
 from schedlog.registry import Registry
@@ -65,8 +64,6 @@ MAX_COMMIT_THREADS = 16
 """Threads saving jobs' final commits: one per slot, up to 16 (one commit in flight each)."""
 COMMIT_GRACE_S = 1.0
 """The least time a stop gives the final commits of functions that ended within its timeout."""
-MAX_SETTING_MS = 100 * 366 * 86_400_000
-"""The longest lease or retention (100 years): times stay far inside the store's 64 bits."""
 IDLE_STOP_S = 0.1
 """The least time a stop gives the executors (an idle one stops in well under a millisecond):
 `timeout_s=0` (`--grace 0`) still stops idle executors cleanly."""
@@ -122,41 +119,6 @@ def _stop_actor(actor: pykka.ActorRef[Any]) -> None:
         pass
 
 
-def _check_options(
-    clock: object, max_concurrency: object, lease_ms: object, retention_ms: object
-) -> None:
-    """Refuse the App's options that are out of range or of the wrong type, naming them."""
-    if clock is not None and not all(
-        callable(getattr(clock, m, None)) for m in ("now_ms", "wake_at")
-    ):
-        raise ConfigurationError(
-            f"clock must be a Clock (now_ms and wake_at, e.g. SystemClock()), got {clock!r}"
-        )
-    if not is_plain_int(max_concurrency) or not 1 <= max_concurrency <= 256:  # noqa: PLR2004
-        raise ConfigurationError(
-            f"max_concurrency must be an int from 1 to 256, got {max_concurrency!r}"
-        )
-    if not is_plain_int(lease_ms) or not 100 <= lease_ms <= MAX_SETTING_MS:  # noqa: PLR2004
-        raise ConfigurationError(
-            f"lease_ms must be an int from 100 to {MAX_SETTING_MS:,} (100 years), got {lease_ms!r}"
-        )
-    if retention_ms is not None and (
-        not is_plain_int(retention_ms) or not 0 <= retention_ms <= MAX_SETTING_MS
-    ):
-        raise ConfigurationError(
-            f"retention_ms must be an int from 0 to {MAX_SETTING_MS:,} (100 years), "
-            f"or None (keep forever), got {retention_ms!r}"
-        )
-
-
-def _check_seconds(timeout_s: object) -> None:
-    """Refuse a `timeout_s` that is not a finite number of seconds >= 0, naming it."""
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
-        raise ConfigurationError(f"timeout_s must be a number of seconds, got {timeout_s!r}")
-    if not 0 <= timeout_s < math.inf:
-        raise ConfigurationError(f"timeout_s must be finite and >= 0, got {timeout_s!r}")
-
-
 class App(Audit):
     """A schedlog application: a store, registered functions, and the actor runtime.
 
@@ -179,7 +141,7 @@ class App(Audit):
         lease_ms: int = DEFAULT_LEASE_MS,
         retention_ms: int | None = DEFAULT_RETENTION_MS,
     ) -> None:
-        _check_options(clock, max_concurrency, lease_ms, retention_ms)  # before the store opens
+        check_options(clock, max_concurrency, lease_ms, retention_ms)  # before the store opens
         self.store_config = parse_store_url(store)
         self.store, self.scheduled_functions = open_store(self.store_config)
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -397,7 +359,7 @@ class App(Audit):
         its outcome is not saved, so an action is reported failed once its lease runs out and
         a mutation runs again (S19), as after a crash.
         """
-        _check_seconds(timeout_s)
+        check_seconds(timeout_s)
         with self._lock:
             timer, self._timer = self._timer, None
             executors, self._executors = self._executors, []
@@ -477,7 +439,7 @@ class App(Audit):
         store outage's backoff, a job handed over up to `LEAD_MS` ahead of its due time) do not
         count, nor do due jobs waiting for the executors they hold.
         """
-        _check_seconds(timeout_s)
+        check_seconds(timeout_s)
         timer = self._timer
         if timer is None:
             raise RuntimeClosedError("the runtime is not started: call app.start() first")
