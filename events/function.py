@@ -22,7 +22,7 @@ from eventsourcing.utils import get_topic
 from schedlog.events.state import Command, next_state
 from schedlog.events.values import TERMINAL_STATES, FunctionKind, JobState, Outcome
 
-__all__ = ["JobId", "ScheduledFunction"]
+__all__ = ["JobId", "ScheduledFunction", "canonical_id"]
 
 _MS_MASK = (1 << 48) - 1
 _LOW_62 = (1 << 62) - 1
@@ -52,6 +52,18 @@ class JobId(UUID):
 
     def __reduce__(self) -> tuple[type[UUID], tuple[None, None, None, None, int]]:
         return UUID, (None, None, None, None, self.int)
+
+
+def canonical_id(job_id: str) -> str:
+    """Return a job id as the runtime writes it, from any spelling `uuid.UUID` reads (S3).
+
+    Upper case, no hyphens, braces and `urn:uuid:` all name the same job; text that is no UUID
+    is returned as it is (no job has it, so a lookup finds nothing).
+    """
+    try:
+        return str(UUID(job_id))
+    except (ValueError, TypeError, AttributeError):
+        return job_id
 
 
 class ScheduledFunction(Aggregate):

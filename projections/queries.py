@@ -7,11 +7,11 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
-from uuid import UUID
 
 import orjson
 
 from schedlog.events import InvalidQueryError, JobState, ScheduledFunction
+from schedlog.events.function import canonical_id
 from schedlog.events.validation import is_plain_int, is_text
 from schedlog.projections.rows import to_document
 from schedlog.projections.schema import COUNTS, LINKS, TABLE
@@ -48,10 +48,7 @@ def job_key(job_id: object, label: str) -> str:
         raise InvalidQueryError(f"{label} must be a str, got {type(job_id).__name__}")
     if not is_text(job_id):
         raise InvalidQueryError(f"{label} must not be blank, got {job_id!r}")
-    try:
-        return str(UUID(job_id))
-    except ValueError:
-        return job_id
+    return canonical_id(job_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
-from uuid import UUID
 
 from eventsourcing.domain import BaseAggregate
 
@@ -21,11 +20,13 @@ from schedlog.errors import (
     TooManyScheduledError,
 )
 from schedlog.events import FunctionKind, JobState, ScheduledFunction
+from schedlog.events.function import canonical_id
 from schedlog.events.validation import check_args, due_time_after, due_time_at
 from schedlog.events.values import MAX_ARGS_BYTES, MAX_SCHEDULED_PER_MUTATION
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from uuid import UUID
 
     from eventsourcing.application import Repository
 
@@ -56,14 +57,6 @@ class Core(Protocol):
 
     def check_accepting(self) -> None:
         """Raise RuntimeClosedError if the runtime was started and has died."""
-
-
-def _canonical(job_id: str) -> str:
-    """Return a job id in the form the runtime writes (any form `uuid.UUID` reads, S3)."""
-    try:
-        return str(UUID(job_id))
-    except (ValueError, TypeError, AttributeError):
-        return job_id  # not an id: the lookup says it is not found
 
 
 def _load_for_cancel(core: Core, job_id: object) -> ScheduledFunction:
@@ -230,7 +223,7 @@ class _MutationScheduler(Scheduler):
 
     def cancel(self, job_id: str) -> None:
         """Stage a cancel, committed with the mutation (S22); a mutation cannot cancel itself."""
-        job_id = _canonical(job_id)
+        job_id = canonical_id(job_id)
         if self._own and job_id == self._job_id:
             raise ScheduleValidationError(
                 "a mutation cannot cancel itself", field="job_id", value=job_id
