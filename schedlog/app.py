@@ -7,7 +7,6 @@ import concurrent.futures
 import contextlib
 import logging
 import threading
-import time
 import weakref
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
@@ -39,6 +38,7 @@ from schedlog.options import check_options, check_seconds
 from schedlog.projections.queries import DueJob, history_entries
 from schedlog.projections.sql import Dialect
 from schedlog.registry import Registry
+from schedlog.shutdown import ACTOR_STOP_S, stop_actor, stop_executors
 from schedlog.store import ChangeListener, open_store
 from schedlog.urls import parse_store_url
 
@@ -62,14 +62,6 @@ _RUNNING: weakref.WeakSet[App] = weakref.WeakSet()
 SPREAD_GRACE_MS = 2_000
 MAX_COMMIT_THREADS = 16
 """Threads saving jobs' final commits: one per slot, up to 16 (one commit in flight each)."""
-COMMIT_GRACE_S = 1.0
-"""The least time a stop gives the final commits of functions that ended within its timeout."""
-IDLE_STOP_S = 0.1
-"""The least time a stop gives the executors (an idle one stops in well under a millisecond):
-`timeout_s=0` (`--grace 0`) still stops idle executors cleanly."""
-ACTOR_STOP_S = 5.0
-"""How long a stop waits for the runtime's own actors (the timer, recovery): they answer in
-milliseconds; the user's functions get the stop's `timeout_s`."""
 
 
 @atexit.register
@@ -107,16 +99,6 @@ class _Source:
 
     def live_nodes(self, now_ms: int) -> list[str]:
         return self._app.store.live_nodes(now_ms)
-
-
-def _stop_actor(actor: pykka.ActorRef[Any]) -> None:
-    """Stop one of the runtime's own actors, waiting `ACTOR_STOP_S` at most."""
-    try:
-        actor.stop(block=True, timeout=ACTOR_STOP_S)
-    except pykka.Timeout:
-        log.warning("%s did not stop within %s s", actor.actor_class.__name__, ACTOR_STOP_S)
-    except pykka.ActorDeadError:
-        pass
 
 
 class App(Audit):
@@ -378,38 +360,15 @@ class App(Audit):
             timer.ask(StopDispatching(), timeout=ACTOR_STOP_S)
         except (pykka.ActorDeadError, pykka.Timeout):
             log.warning("timer did not acknowledge the stop")
-        finished = self._stop_executors(executors, timeout_s)
+        finished = stop_executors(executors, self._commits, timeout_s)
         for actor in (timer, recovery):
             if actor is not None:
-                _stop_actor(actor)
+                stop_actor(actor)
         if finished:  # nothing of ours runs any more: no lease of ours needs to live on
             try:
                 self.store.forget_node(self.node_id)
             except Exception:
                 log.warning("cannot remove this node's heartbeat", exc_info=True)
-
-    def _stop_executors(self, executors: list[pykka.ActorRef[Any]], timeout_s: float) -> bool:
-        """Let running functions, then their final commits, end; False if some did not.
-
-        The executors stop together (each stop queues behind the job it is running), within
-        one `timeout_s` for all (at least `IDLE_STOP_S`); the commits then get what is left of
-        it, and at least a second (those of functions that ended just in time take a few ms).
-        """
-        deadline = time.monotonic() + max(timeout_s, IDLE_STOP_S)
-        stopping = [executor.stop(block=False) for executor in executors]
-        late = 0
-        for stopped in stopping:
-            try:
-                stopped.get(timeout=max(deadline - time.monotonic(), 0))
-            except pykka.Timeout:
-                late += 1
-        if late:
-            log.warning("%d executors did not finish their functions within %s s", late, timeout_s)
-        left = max(deadline - time.monotonic(), min(timeout_s, COMMIT_GRACE_S))
-        if not self._commits.stop(left):
-            log.warning("jobs' final commits did not end within %.1f s", left)
-            return False
-        return not late
 
     def close(self) -> None:
         """Stop the runtime and close the store."""

@@ -10,8 +10,10 @@ import pykka
 import pytest
 
 from schedlog import App, SchedlogError
+from schedlog.actors.commits import CommitPool
 from schedlog.actors.runner import CHECK_AHEAD_MS, NOT_RUN_CANCELED
 from schedlog.actors.timer import LEAD_MS
+from schedlog.shutdown import stop_executors
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, balance, state, types
 
@@ -573,14 +575,10 @@ class _BusyExecutor:
         raise pykka.Timeout("still running its function")
 
 
-def test_one_stop_timeout_bounds_every_running_function_together(store_url: str) -> None:
-    app = App(store=store_url)
+def test_one_stop_timeout_bounds_every_running_function_together() -> None:
     steps: list[tuple[str, str, float | None]] = []
     executors = [_BusyExecutor(name, steps) for name in ("a", "b", "c")]
-    try:
-        finished = app._stop_executors(executors, timeout_s=30)  # type: ignore[arg-type]
-    finally:
-        app.close()
+    finished = stop_executors(executors, CommitPool(1), timeout_s=30)  # type: ignore[arg-type]
     assert finished is False
     assert [step[:2] for step in steps] == [
         ("stop", "a"),
