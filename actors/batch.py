@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from schedlog.actors.retry import Fault
-from schedlog.actors.runner import JobRunner, completed_event
-from schedlog.events import FunctionKind, JobState, ScheduledFunction
+from schedlog.actors.runner import Attempt, JobRunner, completed_event
+from schedlog.events import ConflictError, FunctionKind, JobState, ScheduledFunction
 from schedlog.projections.queries import DueJob
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from concurrent.futures import Future
+    from uuid import UUID
 
 __all__ = ["BATCH_BUDGET_MS", "CHUNK_MAX", "QUICK_MS", "Batch", "BatchRunner"]
 
@@ -61,10 +62,6 @@ class Batch:
     returned: tuple[str, ...] = ()
     commit: Future[dict[str, DueJob | None]] | None = None
     committing: tuple[str, ...] = ()
-
-
-Attempt = tuple[ScheduledFunction, tuple[Any, ...], int]
-"""A mutation run and not committed yet: its job, what its commit saves, when it started."""
 
 
 class BatchRunner(JobRunner):
@@ -106,7 +103,7 @@ class BatchRunner(JobRunner):
         previous = actions.previous
         if not attempts and not previous:
             return Batch(decided, tuple(returned))
-        committing = tuple(job.job_id for job, _, _ in attempts)
+        committing = tuple(attempt[0].job_id for attempt in attempts)
         committing += tuple(job.job_id for job in previous)
         final = functools.partial(self._commit_batch, attempts, previous)
         if self._commits is None:
@@ -218,10 +215,10 @@ class BatchRunner(JobRunner):
         attempt's would be: a conflict is retried with backoff (S15).
         """
         if self._save_together(attempts) is None:
-            return {job.job_id: None for job, _, _ in attempts}
+            return {attempt[0].job_id: None for attempt in attempts}
         decided: dict[str, DueJob | None] = {}
         try:
-            fresh = self._host.load_jobs([job.job_id for job, _, _ in attempts])
+            fresh = self._host.load_jobs([attempt[0].job_id for attempt in attempts])
         except Exception:
             log.warning("cannot read a batch's jobs again; committing one by one", exc_info=True)
             fresh = None
@@ -241,18 +238,33 @@ class BatchRunner(JobRunner):
                 else:
                     decided[job.job_id] = DueJob(now.next_run_ms, 0, job.job_id)
             if len(kept) < len(attempts) and kept and self._save_together(kept) is None:
-                return {**decided, **{job.job_id: None for job, _, _ in kept}}
+                return {**decided, **{attempt[0].job_id: None for attempt in kept}}
             attempts = kept
-        for job, staged, started in attempts:
-            decided[job.job_id] = self._commit_mutation(job, staged, started)
+        for job, staged, started, reads in attempts:
+            decided[job.job_id] = self._commit_mutation(job, staged, started, reads)
         return decided
 
     def _save_together(self, attempts: list[Attempt]) -> BaseException | None:
-        """Save the attempts' objects in one save; on failure, give them their events back."""
-        objs = [obj for _, staged, _ in attempts for obj in staged]
+        """Save the attempts' objects in one save; on failure, give them their events back.
+
+        The mutations ran one after another, each on what was committed before the batch:
+        together they are one save only if none read an aggregate that one before it writes
+        (else the later one would commit what it computed from a stale read; one by one, its
+        commit conflicts and it runs again, S14). Each aggregate read is checked at the
+        earliest version any of them read it at.
+        """
+        reads: dict[UUID, int] = {}
+        written: set[UUID] = set()
+        for _, staged, _, read in attempts:
+            if not written.isdisjoint(read):
+                return ConflictError("a mutation of the batch read what one before it writes")
+            for aggregate_id, version in read.items():
+                reads[aggregate_id] = min(version, reads.get(aggregate_id, version))
+            written.update(obj.id for obj in staged)
+        objs = [obj for _, staged, _, _ in attempts for obj in staged]
         pending = [(obj, list(obj.pending_events)) for obj in objs]
         try:
-            self._host.save(*objs)
+            self._host.save(*objs, reads=reads)
         except Exception as error:
             log.debug("committing %d mutations together failed (%s)", len(attempts), error)
             for obj, events in pending:  # the failed save took them

@@ -11,8 +11,10 @@ import logging
 import random
 import threading
 import traceback
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
 
 from schedlog.actors.ports import OwnThreadWaits
 from schedlog.actors.retry import Fault, backoff_ms, classify
@@ -63,6 +65,8 @@ class Invocation:
 
     error: str | None
     staged: Sequence[Any] = ()
+    reads: Mapping[UUID, int] = field(default_factory=dict)
+    """The versions a mutation read aggregates at, for its commit to check (S14)."""
 
 
 class _Next(enum.Enum):
@@ -71,6 +75,11 @@ class _Next(enum.Enum):
     DONE = "done"  # saved, or cannot ever be
     AGAIN = "again"  # a conflict: read the job again now
     WAIT = "wait"  # the store is unavailable: back off first
+
+
+Attempt = tuple[ScheduledFunction, tuple[Any, ...], int, Mapping[UUID, int]]
+"""A mutation run and not committed yet: its job, what its commit saves, when it started, and
+the versions it read aggregates at (which its commit checks)."""
 
 
 def completed_event(job: ScheduledFunction) -> ScheduledFunction.Completed:
@@ -96,10 +105,11 @@ class ExecutionHost(Protocol):
     def version_of(self, job_id: str) -> int | None:
         """Return the version of the job's last event in the store, or None if it has none."""
 
-    def save(self, *objs: Any) -> None:
+    def save(self, *objs: Any, reads: Mapping[UUID, int] | None = None) -> None:
         """Save aggregates atomically and tell the timer of new pending jobs.
 
-        Raises `ConflictError` on a version conflict and `StoreError` on other store errors.
+        Raises `ConflictError` on a version conflict (also if an aggregate in `reads` has
+        moved past the version given) and `StoreError` on other store errors.
         """
 
     def kind_of(self, name: str) -> FunctionKind | None:
@@ -171,10 +181,8 @@ class JobRunner:
         attempt = self._attempt_mutation(job)
         return self._finish(lambda: self._commit_mutation(*attempt))
 
-    def _attempt_mutation(
-        self, job: ScheduledFunction
-    ) -> tuple[ScheduledFunction, tuple[Any, ...], int]:
-        """Run a mutation's function; return the job and what its commit saves, and when."""
+    def _attempt_mutation(self, job: ScheduledFunction) -> Attempt:
+        """Run a mutation's function; return the job, what its commit saves, when, and reads."""
         # 1. Run the function against a context that only stages its writes.
         started = self._host.clock.now_ms()
         result = self._host.invoke(job, started)
@@ -184,15 +192,19 @@ class JobRunner:
         finished = self._host.clock.now_ms()
         if result.error is None:
             job.complete(Outcome.SUCCESS, finished)
-            return job, (job, *result.staged), started
+            return job, (job, *result.staged), started, result.reads
         job.complete(Outcome.FAILED, finished, result.error)
-        return job, (job,), started
+        return job, (job,), started, {}
 
     def _commit_mutation(
-        self, job: ScheduledFunction, objs: tuple[Any, ...], started: int
+        self,
+        job: ScheduledFunction,
+        objs: tuple[Any, ...],
+        started: int,
+        reads: Mapping[UUID, int] | None = None,
     ) -> DueJob | None:
         try:
-            self._host.save(*objs)
+            self._host.save(*objs, reads=reads)
         except Exception as error:
             fault = classify(error)
             if fault is Fault.PERMANENT:

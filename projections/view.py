@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JOB_TOPIC_PREFIX",
+    "READ_CONFLICT",
+    "READ_VERSIONS",
     "SET_POSITION",
     "TABLE",
     "VIEW_EVENTS",
@@ -60,6 +62,11 @@ VIEW_NAME = "_scheduled_functions_v1"
 """The view's name in the position table."""
 VIEW_EVENTS = "schedlog_view_events"
 """The `save()` keyword that carries the domain events of the jobs being saved."""
+READ_VERSIONS = "schedlog_read_versions"
+"""The `save()` keyword that carries the versions a mutation read its aggregates at ({id: version},
+0 for one it found missing): the save conflicts if any of them has moved on since (S14)."""
+READ_CONFLICT = "schedlog read conflict"
+"""Starts the message of a save refused by its `READ_VERSIONS` (a version conflict, retried)."""
 JOB_TOPIC_PREFIX = get_topic(ScheduledFunction) + "."
 """Every event topic of the job aggregate starts with this; the view skips all others."""
 
@@ -67,6 +74,19 @@ SET_POSITION = (
     f"INSERT INTO {POSITION} (view, position) VALUES (?, ?) "  # noqa: S608
     "ON CONFLICT (view) DO UPDATE SET position = excluded.position"
 )
+
+
+def read_versions(save: Save) -> dict[Any, int]:
+    """Return the versions a save's mutation read its aggregates at (`READ_VERSIONS`), if any."""
+    return save.kwargs.get(READ_VERSIONS) or {}
+
+
+def read_conflict(originator_id: object, version: int) -> str:
+    """Return the message of a save whose mutation read `originator_id` at `version`, now stale."""
+    return (
+        f"{READ_CONFLICT}: aggregate {originator_id} has changed since the mutation read it "
+        f"(at version {version})"
+    )
 
 
 def _is_busy(error: BaseException) -> bool:
@@ -273,6 +293,8 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
         counts: dict[str, int] = {}
         if len(group) == 1:
             group[0].ids, position = self._insert(c, cur, position, group[0], counts)
+        elif any(map(read_versions, group)):  # each checked after the saves before it
+            position = self._write_one_by_one(c, cur, group, counts)
         else:
             written, position = self._write_together(c, cur, group, counts)
             if not written:
@@ -346,6 +368,7 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
     def _insert(
         self, c: SQLiteCursor, cur: Cur, position: int | None, save: Save, counts: dict[str, int]
     ) -> tuple[Sequence[int] | None, int | None]:
+        self._check_reads(c, save)
         ids = self._insert_stored(c, save.events, **save.kwargs)
         if ids:
             if position is None:  # read once this transaction holds the write lock
@@ -353,6 +376,24 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
             save.ids = ids
             position = self._apply_save(cur, position, save, counts)
         return ids, position
+
+    def _check_reads(self, c: SQLiteCursor, save: Save) -> None:
+        """Refuse the save (a conflict) if an aggregate its mutation read has moved on since.
+
+        Under the write lock: no other writer can move one between this look and the commit.
+        A save of no events (a mutation that wrote nothing) commits nothing and checks nothing.
+        """
+        if not save.events:
+            return
+        for originator_id, version in read_versions(save).items():
+            key = originator_id.hex if isinstance(originator_id, UUID) else originator_id
+            c.execute(
+                f"SELECT 1 FROM {self.events_table_name} "  # noqa: S608
+                "WHERE originator_id = ? AND originator_version = ?",
+                (key, version + 1),
+            )
+            if c.fetchone() is not None:
+                raise sqlite3.IntegrityError(read_conflict(originator_id, version))
 
     def _insert_stored(
         self, c: SQLiteCursor, events: Sequence[StoredEvent], **kwargs: Any

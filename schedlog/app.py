@@ -37,13 +37,14 @@ from schedlog.events import FunctionKind
 from schedlog.options import check_options, check_seconds
 from schedlog.projections.queries import DueJob, history_entries
 from schedlog.projections.sql import Dialect
+from schedlog.projections.view import READ_VERSIONS
 from schedlog.registry import Registry
 from schedlog.shutdown import ACTOR_STOP_S, stop_actor, stop_executors
 from schedlog.store import ChangeListener, open_store
 from schedlog.urls import parse_store_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from types import TracebackType
     from uuid import UUID
 
@@ -180,13 +181,17 @@ class App(Audit):
         """The store's repository: `app.repository.get(id)` for the app's own aggregates."""
         return self.store.repository
 
-    def save(self, *objs: Any) -> None:
-        """Save aggregates in one transaction; tell the timer of any new pending job."""
+    def save(self, *objs: Any, reads: Mapping[UUID, int] | None = None) -> None:
+        """Save aggregates in one transaction; tell the timer of any new pending job.
+
+        `reads` (a mutation's commit): the versions it read aggregates at; if one of them has
+        moved on since, the save is a version conflict (`ConflictError`) and saves nothing.
+        """
         for obj in objs:
             if not isinstance(obj, BaseAggregate):
                 raise ConfigurationError(f"app.save takes eventsourcing aggregates, got {obj!r}")
         try:
-            recordings = self.store.save(*objs)
+            recordings = self.store.save(*objs, **({READ_VERSIONS: dict(reads)} if reads else {}))
         except StoreError as e:
             if self._closed:  # closed meanwhile, by another thread
                 raise RuntimeClosedError("the App is closed") from e
@@ -248,7 +253,9 @@ class App(Audit):
         except BaseException as e:
             log.info("job %s raised %r", job.job_id, e, extra={"job_id": job.job_id})
             return Invocation(describe_error(e))
-        return Invocation(None, ctx.staged if isinstance(ctx, MutationCtx) else ())
+        if isinstance(ctx, MutationCtx):
+            return Invocation(None, ctx.staged, ctx.reads)
+        return Invocation(None)
 
     def heartbeat(self, now_ms: int) -> None:
         """Record this node as alive (renews the leases of the actions it runs, S19)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import BaseAggregate
 
 from schedlog.errors import (
@@ -25,7 +26,7 @@ from schedlog.events.validation import check_args, due_time_after, due_time_at
 from schedlog.events.values import MAX_ARGS_BYTES, MAX_SCHEDULED_PER_MUTATION
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from uuid import UUID
 
     from eventsourcing.application import Repository
@@ -52,8 +53,11 @@ class Core(Protocol):
     store: JobStore
     scheduled_functions: ScheduledFunctions
 
-    def save(self, *objs: Any) -> None:
-        """Save atomically and tell the timer of new pending jobs."""
+    def save(self, *objs: Any, reads: Mapping[UUID, int] | None = None) -> None:
+        """Save atomically and tell the timer of new pending jobs.
+
+        `reads`: the versions a mutation read aggregates at; the save conflicts if one moved.
+        """
 
     def check_accepting(self) -> None:
         """Raise RuntimeClosedError if the runtime was started and has died."""
@@ -234,6 +238,51 @@ class _MutationScheduler(Scheduler):
             self.staged[job_id] = job
 
 
+class MutationReads:
+    """A mutation's `ctx.repository`: the store's repository, read as the commit will see it.
+
+    `get` returns the copy of an aggregate this mutation has staged with `ctx.save` (it reads
+    its own writes), and otherwise the stored one, noting the version it read. The commit
+    checks those versions under the store's write lock: if another writer moved one of them
+    meanwhile, the commit is a version conflict and the mutation runs again (S14, S15), as if
+    it had saved that aggregate. A read of a past `version` is not noted (it cannot change).
+    Anything else is the library's `Repository`'s.
+    """
+
+    def __init__(
+        self, repository: Repository[UUID], staged: dict[object, BaseAggregate[Any]]
+    ) -> None:
+        self._repository = repository
+        self._staged = staged
+        self.versions: dict[UUID, int] = {}
+        """Each aggregate read at its latest version: that version (0: it did not exist)."""
+
+    def get(self, aggregate_id: UUID, *, version: int | None = None, **kwargs: Any) -> Any:
+        """Return the aggregate: as staged by this mutation, or as stored (see the class)."""
+        if version is None and aggregate_id in self._staged:
+            return self._staged[aggregate_id]
+        try:
+            aggregate = self._repository.get(aggregate_id, version=version, **kwargs)
+        except AggregateNotFoundError:
+            if version is None:
+                self.versions.setdefault(aggregate_id, 0)
+            raise
+        if version is None:
+            self.versions.setdefault(aggregate_id, aggregate.version)
+        return aggregate
+
+    def __contains__(self, aggregate_id: object) -> bool:
+        """Tell whether the aggregate exists (staged or stored); a read, as `get` is."""
+        try:
+            self.get(aggregate_id)  # type: ignore[arg-type]
+        except AggregateNotFoundError:
+            return False
+        return True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._repository, name)
+
+
 class MutationCtx:
     """Handed to a mutation: reads, staged writes and staged scheduling, committed atomically."""
 
@@ -250,20 +299,34 @@ class MutationCtx:
         self.job_id = job_id  # None for app.run_mutation (no job runs it)
         self.now_ms = now_ms
         self.attempt = attempt
-        self.repository: Repository[UUID] = core.store.repository
+        self._aggregates: dict[object, BaseAggregate[Any]] = {}
+        self.repository = MutationReads(core.store.repository, self._aggregates)
         self.scheduler: Scheduler = _MutationScheduler(
             core, job_id, now_ms, own=not inline, name=name
         )
-        self._aggregates: dict[object, BaseAggregate[Any]] = {}
 
     def save(self, *aggregates: object) -> None:
-        """Stage the aggregates' new events for the mutation's commit."""
+        """Stage the aggregates' new events for the mutation's commit.
+
+        One copy per aggregate: `ctx.repository.get` returns the staged one. Saving another
+        copy of a staged aggregate is refused (one of the two copies' changes would be lost).
+        """
         for aggregate in aggregates:
             if not isinstance(aggregate, BaseAggregate) or isinstance(aggregate, ScheduledFunction):
                 raise ConfigurationError(
                     f"ctx.save takes the app's own eventsourcing aggregates, got {aggregate!r}"
                 )
-            self._aggregates[aggregate.id] = aggregate
+            staged = self._aggregates.setdefault(aggregate.id, aggregate)
+            if staged is not aggregate:
+                raise ConfigurationError(
+                    f"ctx.save: aggregate {aggregate.id} is already staged by this mutation from "
+                    "another copy; change the copy ctx.repository.get returns (the staged one)"
+                )
+
+    @property
+    def reads(self) -> dict[UUID, int]:
+        """The versions this mutation read aggregates at, for its commit to check (S14)."""
+        return self.repository.versions
 
     @property
     def staged(self) -> list[Any]:
@@ -316,7 +379,7 @@ def run_mutation_now(
         )
         result = registered.fn(ctx, *args, **kwargs)
         try:
-            core.save(*ctx.staged)
+            core.save(*ctx.staged, reads=ctx.reads)
         except ConflictError as e:
             last = e
             continue

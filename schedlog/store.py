@@ -29,7 +29,13 @@ from schedlog.projections.queries import DueJob, ScheduledFunctions
 from schedlog.projections.sql import Dialect, store_open
 from schedlog.projections.sqlite_store import SYNCHRONOUS_KEY
 from schedlog.projections.transcoder import OrjsonTranscoder
-from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewKeeper, ViewRecorder
+from schedlog.projections.view import (
+    READ_CONFLICT,
+    TABLE,
+    VIEW_EVENTS,
+    ViewKeeper,
+    ViewRecorder,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,8 +46,9 @@ if TYPE_CHECKING:
 
 __all__ = ["ChangeListener", "JobStore", "open_store"]
 
-_EVENTS_KEYS = ("stored_events.originator_id", "schedlog_events_pkey")
-"""How SQLite and PostgreSQL name the events table's key in a version conflict's message."""
+_EVENTS_KEYS = ("stored_events.originator_id", "schedlog_events_pkey", READ_CONFLICT)
+"""How SQLite and PostgreSQL name the events table's key in a version conflict's message (and
+how a save refused by the versions its mutation read says so)."""
 _DUE_TOPICS = sorted(
     get_topic(cls) for cls in (ScheduledFunction.Scheduled, ScheduledFunction.Retried)
 )

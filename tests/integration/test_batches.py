@@ -32,9 +32,9 @@ def _spy_saves(app: App) -> list[list[str]]:
     saves: list[list[str]] = []
     save = app.save
 
-    def spied(*objs: Any) -> None:
+    def spied(*objs: Any, **kwargs: Any) -> None:
         saves.append([type(e).__name__ for o in objs for e in getattr(o, "pending_events", ())])
-        save(*objs)
+        save(*objs, **kwargs)
 
     app.save = spied  # type: ignore[method-assign]
     return saves
@@ -405,5 +405,51 @@ def test_two_mutations_of_a_batch_writing_one_aggregate_both_commit_s14_s15(
         assert balance(app, account.id) == 11
         assert state(app, second) == "success"
         assert types(app, second) == ["Scheduled", "Retried", "Started", "Completed"]
+    finally:
+        app.close()
+
+
+def test_a_mutation_of_a_batch_reading_what_one_before_it_writes_sees_it_s13_s14(
+    clock: FakeClock, store_url: str
+) -> None:
+    # The second mutation only reads the account. In a batch it runs before the first one's
+    # commit, on the balance before it: committed together, it would record a stale read
+    # (serially it comes after the deposit). Its commit conflicts instead, and it runs again.
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    account, seen = Account("owner"), Account("seen")
+
+    @app.mutation(name="acct:deposit")
+    def deposit(ctx) -> None:
+        got: Any = ctx.repository.get(account.id)
+        got.deposit(100)
+        ctx.save(got)
+
+    @app.mutation(name="acct:observe")
+    def observe(ctx) -> None:
+        read: Any = ctx.repository.get(account.id)  # read only, never saved
+        note: Any = ctx.repository.get(seen.id)
+        note.deposit(read.balance)
+        ctx.save(note)
+
+    @app.mutation(name="acct:noop")
+    def noop(ctx) -> None:
+        del ctx
+
+    try:
+        app.save(account, seen)
+        first = app.scheduler.run_after(0, deposit)
+        second = app.scheduler.run_after(1, observe)
+        for _ in range(3):
+            app.scheduler.run_after(2, "acct:noop")  # more of the backlog, after them
+        clock.advance(BEHIND_MS + 10)
+        batches = _spy_batches(app)
+        app.start()
+        app.wait_until_idle()
+        clock.advance(60_000)  # past any retry backoff
+        app.wait_until_idle()
+        assert any(len(b.decided) + len(b.committing) > 1 for b in batches)  # it was a batch
+        assert state(app, first) == state(app, second) == "success"
+        assert balance(app, seen.id) == 100  # what it read is what its commit was checked on
+        assert balance(app, account.id) == 100
     finally:
         app.close()

@@ -335,6 +335,106 @@ def test_mutation_commits_writes_children_and_outcome_atomically_s14(
     assert children[0]["_creationTime"] == float(T0 + 10)
 
 
+def test_a_mutation_reads_the_copy_it_staged_and_saves_one_copy_s14(app: App) -> None:
+    # A helper that gets, changes and saves the account, called twice: the second get returns
+    # what the first staged, so both deposits commit (no lost write).
+    account = Account("dee")
+    app.save(account)
+
+    def add(ctx: Any, cents: int) -> None:
+        acc = ctx.repository.get(account.id)
+        acc.deposit(cents)
+        ctx.save(acc)
+
+    @app.mutation(name="bank:twice")
+    def twice(ctx) -> None:
+        add(ctx, 5)
+        add(ctx, 10)
+        assert account.id in ctx.repository
+
+    @app.mutation(name="bank:two_copies")
+    def two_copies(ctx) -> None:
+        staged = ctx.repository.get(account.id)
+        staged.deposit(1)
+        ctx.save(staged)
+        other = app.repository.get(account.id)  # a second copy, from outside the mutation
+        other.deposit(2)
+        ctx.save(other)
+
+    app.run_mutation(twice)
+    assert balance(app, account.id) == 15
+    job = app.scheduler.run_after(0, twice)
+    bad = app.scheduler.run_after(0, two_copies)
+    with app:
+        app.wait_until_idle()
+    assert state(app, job) == "success"
+    assert balance(app, account.id) == 30
+    doc = app.scheduled_functions.get(bad)
+    assert doc is not None
+    assert doc["state"]["kind"] == "failed"  # refused, and nothing of it kept (S16)
+    assert "already staged by this mutation from another copy" in doc["state"]["error"]
+
+
+def test_a_write_to_an_aggregate_a_mutation_read_since_is_a_conflict_s14_s15(
+    app: App, clock: FakeClock
+) -> None:
+    # The mutation only reads the account; another writer deposits after that read. Its
+    # commit (what it computed from the stale balance) conflicts: retried, it reads 100.
+    account, seen = Account("eve"), Account("seen")
+    app.save(account, seen)
+    attempts: list[int] = []
+
+    @app.mutation(name="bank:observe")
+    def observe(ctx) -> None:
+        read = ctx.repository.get(account.id)
+        attempts.append(read.balance)
+        if ctx.attempt == 1:
+            other = app.repository.get(account.id)
+            other.deposit(100)
+            app.save(other)
+        note = ctx.repository.get(seen.id)
+        note.deposit(read.balance)
+        ctx.save(note)
+
+    job = app.scheduler.run_after(0, observe)
+    with app:
+        app.wait_until_idle()
+        assert types(app, job) == ["Scheduled", "Retried"]
+        assert "schedlog read conflict" in app.history(job)[1]["error"]
+        assert state(app, job) == "pending"
+        clock.advance(60_000)  # past any retry backoff
+        app.wait_until_idle()
+    assert state(app, job) == "success"
+    assert attempts == [0, 100]
+    assert balance(app, seen.id) == 100
+
+
+def test_run_mutation_runs_again_when_what_it_read_changed_s14(app: App) -> None:
+    # Also for an aggregate it found missing: one created meanwhile is a write it read.
+    account, copied = Account("fay"), Account("copy")
+    app.save(account, copied)
+    missing = Account("later")
+    runs: list[tuple[int, bool]] = []
+
+    @app.mutation(name="bank:copy")
+    def copy(ctx) -> int:
+        read = ctx.repository.get(account.id)
+        exists = missing.id in ctx.repository
+        runs.append((read.balance, exists))
+        if len(runs) == 1:
+            other = app.repository.get(account.id)
+            other.deposit(7)
+            app.save(other, missing)
+        into = ctx.repository.get(copied.id)
+        into.deposit(read.balance)
+        ctx.save(into)
+        return int(read.balance)
+
+    assert app.run_mutation(copy) == 7
+    assert runs == [(0, False), (7, True)]
+    assert balance(app, copied.id) == 7
+
+
 def test_mutation_children_share_one_scheduled_time_s7(app: App, clock: FakeClock) -> None:
     @app.mutation(name="jobs:fan_out")
     def fan_out(ctx) -> None:
