@@ -6,7 +6,8 @@ SQLite store (no runtime started), it prints:
 - raw SQLite, one INSERT + COMMIT per call (the fsync floor), for scale;
 - `run_at` (a job due in an hour) and `cancel`, one call at a time: calls/s, wall and CPU
   (user, system) per call, and the p50 / p99 / max of one call;
-- `run_at` from `--threads` threads (group commit): calls/s and saves per commit;
+- `run_at` from `--threads` threads (group commit): calls/s, wall and CPU per call (CPU near
+  the wall time: the calls' Python runs one at a time under the GIL), and saves per commit;
 - the pages one `run_at` and one `cancel` write to the WAL, by table or index (read from the
   WAL's frame headers and SQLite's `dbstat`): each page is a frame written before the fsync.
 
@@ -111,16 +112,23 @@ def _threads(app: App, calls: int, threads: int, due: int) -> None:
             app.scheduler.run_at(due, "bench:noop", i)
 
     workers = [threading.Thread(target=work) for _ in range(threads)]
+    cpu = os.times()
     started = time.perf_counter()
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
     elapsed = time.perf_counter() - started
+    after = os.times()
     group._commit = commit  # noqa: SLF001
+    alone = sum(1 for n in sizes if n == 1)
     print(
-        f"run_at from {threads} threads: {calls / elapsed:,.0f} calls/s, "
-        f"{sum(sizes) / len(sizes):.1f} saves per commit ({len(sizes):,} commits)"
+        f"run_at from {threads} threads: {calls / elapsed:,.0f} calls/s   "
+        f"wall {elapsed / calls * 1e6:5.0f} us   "
+        f"user {(after.user - cpu.user) / calls * 1e6:4.0f} us   "
+        f"system {(after.system - cpu.system) / calls * 1e6:4.0f} us per call; "
+        f"{sum(sizes) / len(sizes):.1f} saves per commit ({len(sizes):,} commits, "
+        f"{alone / len(sizes):.0%} of them of one save)"
     )
 
 
