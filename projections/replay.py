@@ -14,8 +14,10 @@ written once, in batches, instead of an INSERT and then an UPDATE per later even
 from __future__ import annotations
 
 import itertools
+import secrets
 import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 from uuid import UUID
@@ -25,6 +27,7 @@ from eventsourcing.persistence import JSONTranscoder, Notification
 from eventsourcing.sqlite import SQLiteDatastore
 from eventsourcing.utils import resolve_topic
 
+from schedlog.events import StoreError
 from schedlog.projections.queries import ScheduledFunctions
 from schedlog.projections.rows import TERMINAL, Change, apply_to_rows, change_of, event_time_of
 from schedlog.projections.schema import (
@@ -46,14 +49,24 @@ if TYPE_CHECKING:
 
     from eventsourcing.persistence import Mapper
 
-__all__ = ["AsOfView", "JobEventDecoder", "build_as_of", "event_time", "prune", "rebuild"]
+__all__ = [
+    "AsOfView",
+    "JobEventDecoder",
+    "RebuildRaceError",
+    "build_as_of",
+    "event_time",
+    "prune",
+    "rebuild",
+]
 
 PAGE = 2_000
 PAGES_PER_TRANSACTION = 10
 """A rebuild holds the write lock for this many pages at a time (a few tenths of a second)."""
 ROWS_IN_MEMORY = 50_000
 """How many unwritten rows replay holds (tens of MB); beyond it the oldest half is written."""
-_REBUILD = TABLE + "_rebuild"
+_REBUILD = TABLE + "_rebuild_"
+"""Each rebuild folds into a table of its own, this prefix and a random suffix: two rebuilds at
+once never write into one table, and each swaps in a complete view (the later one wins)."""
 
 Fields = tuple[type, str, int, dict[str, Any]]
 """A job event as `change_of` takes it: its class, job id, version and fields."""
@@ -257,30 +270,71 @@ def rebuild(
     retain_after_ms: int | None,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Drop and rebuild the live view from the log; return how many job events it applied."""
+    """Drop and rebuild the live view from the log; return how many job events it applied.
+
+    A rebuild whose table another one's swap dropped (a rebuild finished meanwhile, and the
+    view is complete) raises `RebuildRaceError`.
+    """
+    scratch = _REBUILD + secrets.token_hex(6)
     with db.transaction(commit=True) as c:
-        c.execute(f"DROP TABLE IF EXISTS {_REBUILD}")
-        c.execute(table_ddl(_REBUILD, db.dialect))
+        c.execute(table_ddl(scratch, db.dialect))
         c.execute(f"SELECT MAX({db.position_column}) AS last FROM {db.events_table}")  # noqa: S608
         total = c.fetchone()["last"] or 0
-    out = _Rows(_REBUILD, retain_after_ms)
-    # 1. page through the log, a few pages per short transaction
-    position, applied = _fold_log(db, db, decoder, out, _applier(out), total, progress)
-    return applied + _swap(db, decoder, position, retain_after_ms)
+    out = _Rows(scratch, retain_after_ms)
+    try:
+        # 1. page through the log, a few pages per short transaction
+        position, applied = _fold_log(db, db, decoder, out, _applier(out), total, progress)
+        return applied + _swap(db, decoder, scratch, position, retain_after_ms)
+    except Exception as error:
+        if not _table_exists(db, scratch) and _is_missing_table(error):
+            raise RebuildRaceError(
+                "another rebuild of the view finished while this one ran, and dropped this "
+                "one's table: the view is rebuilt (by the other)"
+            ) from error
+        raise
+
+
+class RebuildRaceError(StoreError):
+    """A rebuild lost its table to another rebuild's swap (the view is rebuilt)."""
+
+
+def _is_missing_table(error: BaseException) -> bool:
+    text = str(error).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)
+
+
+def _scratch_tables(db: Db) -> list[str]:
+    """Return the rebuild tables in the store: under way, or left by a rebuild that died."""
+    if db.dialect is Dialect.POSTGRES:
+        sql = "SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema()"
+    else:
+        sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+    with db.transaction(commit=False) as c:
+        c.execute(sql)
+        return [r["name"] for r in c.fetchall() if r["name"].startswith(_REBUILD)]
+
+
+def _table_exists(db: Db, table: str) -> bool:
+    try:
+        return table in _scratch_tables(db)
+    except Exception:  # only deciding which error to raise
+        return True
 
 
 def _swap(
     db: Db,
     decoder: JobEventDecoder,
+    scratch: str,
     position: int,
     retain_after_ms: int | None,
 ) -> int:
     applied = 0
+    others = [t for t in _scratch_tables(db) if t != scratch]
     with db.transaction(commit=True) as c:
         # 2. One write transaction: what was appended meanwhile, retention, then the swap.
         if db.dialect is Dialect.POSTGRES:  # the event writers' lock: nothing appends meanwhile
             c.execute(f"LOCK TABLE {db.events_table} IN EXCLUSIVE MODE")
-        out = _Rows(_REBUILD, retain_after_ms)
+        out = _Rows(scratch, retain_after_ms)
         out.cursor = c
         apply = _applier(out)
         while rows := _page(db, c, position, None):
@@ -288,10 +342,10 @@ def _swap(
             position = rows[-1][0]
         out.flush()
         if retain_after_ms is not None:
-            while prune(c, _REBUILD, retain_after_ms, 10_000):
+            while prune(c, scratch, retain_after_ms, 10_000):
                 pass
         c.execute(f"DROP TABLE {TABLE}")
-        c.execute(f"ALTER TABLE {_REBUILD} RENAME TO {TABLE}")
+        c.execute(f"ALTER TABLE {scratch} RENAME TO {TABLE}")
         for statement in [*index_ddl(TABLE), *trigger_ddl(TABLE, db.dialect)]:
             c.execute(statement)
         c.execute(f"DELETE FROM {COUNTS}")  # noqa: S608
@@ -299,6 +353,8 @@ def _swap(
             f"INSERT INTO {COUNTS} (state, n) SELECT state, COUNT(*) FROM {TABLE} GROUP BY state"  # noqa: S608
         )
         c.execute(f"UPDATE {POSITION} SET position = ? WHERE view = ?", (position, VIEW_NAME))  # noqa: S608
+        for other in others:  # a rebuild that died left it, or one under way loses the race
+            c.execute(f"DROP TABLE IF EXISTS {other}")
     return applied
 
 
@@ -314,18 +370,23 @@ class AsOfView(ScheduledFunctions):
         self.as_of_ms = as_of_ms
         self.events_applied = applied
         self.path = path
-        self._owned = datastore
+        self._delete = weakref.finalize(self, _delete_view, datastore, path)  # if never closed
 
     def close(self) -> None:
         """Close the view and delete its file."""
-        self._owned.close()
-        shutil.rmtree(self.path.parent, ignore_errors=True)
+        self._delete()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _delete_view(datastore: SQLiteDatastore, path: Path) -> None:
+    """Close an as-of view's store and delete its file (and the directory made for it)."""
+    datastore.close()
+    shutil.rmtree(path.parent, ignore_errors=True)
 
 
 def build_as_of(
@@ -339,31 +400,35 @@ def build_as_of(
     """Return the view as of `as_of_ms`: every event at or before it applied, none after."""
     name = Path(tempfile.mkdtemp(prefix="schedlog-as-of-")) / "view.db"
     datastore = SQLiteDatastore(str(name))
-    out_db = Db(datastore, Dialect.SQLITE, "", "rowid")
-    with out_db.transaction(commit=True) as out_c:
-        for statement in [table_ddl(TABLE), *links_ddl()]:
-            out_c.execute(statement)
-    with db.transaction(commit=False) as c:
-        c.execute(f"SELECT MAX({db.position_column}) AS last FROM {db.events_table}")  # noqa: S608
-        total = c.fetchone()["last"] or 0
-    out = _Rows(TABLE, retain_after_ms)
-    applied = 0
+    try:
+        out_db = Db(datastore, Dialect.SQLITE, "", "rowid")
+        with out_db.transaction(commit=True) as out_c:
+            for statement in [table_ddl(TABLE), *links_ddl()]:
+                out_c.execute(statement)
+        with db.transaction(commit=False) as c:
+            c.execute(f"SELECT MAX({db.position_column}) AS last FROM {db.events_table}")  # noqa: S608
+            total = c.fetchone()["last"] or 0
+        out = _Rows(TABLE, retain_after_ms)
+        applied = 0
 
-    def apply(event: Fields, seq: int) -> None:
-        nonlocal applied
-        time = event_time_of(event[0], event[3])
-        if time is None or time > as_of_ms:
-            return
-        change = change_of(*event, seq)
-        if change is not None:
-            out.apply(change)
-            applied += 1
+        def apply(event: Fields, seq: int) -> None:
+            nonlocal applied
+            time = event_time_of(event[0], event[3])
+            if time is None or time > as_of_ms:
+                return
+            change = change_of(*event, seq)
+            if change is not None:
+                out.apply(change)
+                applied += 1
 
-    _fold_log(db, out_db, decoder, out, apply, total, progress)
-    with out_db.transaction(commit=True) as out_c:
-        if retain_after_ms is not None:
-            while prune(out_c, TABLE, retain_after_ms, 10_000):
-                pass
-        for statement in index_ddl(TABLE):  # once, at the end: faster than row by row
-            out_c.execute(statement)
-    return AsOfView(datastore, as_of_ms, applied, name)
+        _fold_log(db, out_db, decoder, out, apply, total, progress)
+        with out_db.transaction(commit=True) as out_c:
+            if retain_after_ms is not None:
+                while prune(out_c, TABLE, retain_after_ms, 10_000):
+                    pass
+            for statement in index_ddl(TABLE):  # once, at the end: faster than row by row
+                out_c.execute(statement)
+        return AsOfView(datastore, as_of_ms, applied, name)
+    except BaseException:  # an error, or Ctrl-C: the half-built view goes
+        _delete_view(datastore, name)
+        raise

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from eventsourcing.persistence import Notification
 
-from schedlog import App
+from schedlog import App, SchedlogError
 from schedlog.events import FunctionKind, Outcome, ScheduledFunction
 from schedlog.projections import replay
 from schedlog.projections.replay import JobEventDecoder
@@ -179,3 +179,93 @@ def test_a_rebuild_waits_for_the_write_lock_while_another_connection_keeps_writi
     finally:
         web.close()
         app.close()
+
+
+def test_two_rebuilds_at_once_leave_a_complete_view_s27(
+    clock: FakeClock, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B folds after A swaps: they shared one scratch table, and A swapped in B's empty one.
+
+    The view lost every row (the timer reads due jobs from it: the pending ones never ran).
+    Now each has its own table; the one whose table the other's swap dropped says so.
+    """
+    app = App(store=store_url, clock=clock, retention_ms=None)
+    other = App(store=store_url, clock=clock, retention_ms=None)
+    try:
+        make_lives(app)
+        before = dump(app)
+        b_made_its_table, a_swapped = threading.Event(), threading.Event()
+        swap, fold_log = replay._swap, replay._fold_log
+
+        def a_swaps_while_b_folds(*args: Any) -> int:
+            if threading.current_thread().name != "A":
+                return swap(*args)
+            assert b_made_its_table.wait(10)
+            applied = swap(*args)
+            a_swapped.set()
+            return applied
+
+        def b_folds_around_a_swap(*args: Any) -> tuple[int, int]:
+            if threading.current_thread().name == "B":
+                b_made_its_table.set()
+                assert a_swapped.wait(10)
+            return fold_log(*args)
+
+        monkeypatch.setattr(replay, "_swap", a_swaps_while_b_folds)
+        monkeypatch.setattr(replay, "_fold_log", b_folds_around_a_swap)
+        results: dict[str, object] = {}
+
+        def run(name: str, which: App) -> None:
+            try:
+                results[name] = which.replay()
+            except Exception as error:  # what each rebuild ended with
+                results[name] = error
+
+        threads = [
+            threading.Thread(target=run, args=("A", app), name="A"),
+            threading.Thread(target=run, args=("B", other), name="B"),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert results["A"] == len(notifications(app))
+        assert dump(app) == before  # complete, whichever swapped last
+        assert isinstance(results["B"], SchedlogError)
+        assert "another rebuild of the view finished" in str(results["B"])
+        assert other.replay() == len(notifications(app))  # and no table left behind to trip on
+        assert dump(app) == before
+    finally:
+        other.close()
+        app.close()
+
+
+def test_an_as_of_view_interrupted_or_never_closed_leaves_no_file(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+    import tempfile
+    from pathlib import Path
+
+    make_lives(app)
+    made: list[Path] = []
+    mkdtemp = tempfile.mkdtemp
+
+    def spied(*args: Any, **kwargs: Any) -> str:
+        made.append(Path(mkdtemp(*args, **kwargs)))
+        return str(made[-1])
+
+    monkeypatch.setattr(tempfile, "mkdtemp", spied)
+
+    def interrupt(read: int, total: int) -> None:
+        raise KeyboardInterrupt  # what Ctrl-C does during `schedlog replay --as-of`
+
+    with pytest.raises(KeyboardInterrupt):
+        app.replay(as_of=T0, progress=interrupt)
+    view = app.replay(as_of=T0)
+    assert view.events_applied > 0
+    assert len(made) == 2
+    assert made[1].exists()
+    del view
+    gc.collect()
+    assert not [p for p in made if p.exists()]
