@@ -180,6 +180,8 @@ class BatchRunner(JobRunner):
         """Claim `job` on a fresh read; return it if claimed (else say in `decided` what next)."""
         try:
             fresh = self._host.load_job(job.job_id)
+            if fresh is not None and self._is_our_claim(fresh, job.version, job.started_at_ms):
+                return fresh  # the chunk's claim landed though its answer was lost
             if fresh is None or fresh.state is not JobState.PENDING:
                 decided[job.job_id] = None
                 return None

@@ -54,9 +54,20 @@ DEFAULT_LEASE_MS = 30_000
 
 
 def describe_error(error: BaseException) -> str:
-    """Return the message, then the traceback, as `state.error` carries it (S1)."""
+    """Return the message, then the traceback, as `state.error` carries it (S1).
+
+    Storable as it is in every store: a NUL (PostgreSQL's text refuses it) is written as the
+    four characters of its escape, and so is a lone surrogate (UTF-8 has none; say a file
+    name's undecodable byte).
+    """
     message = "".join(traceback.format_exception_only(error)).strip()
-    return f"{message}\n\n{''.join(traceback.format_exception(error)).rstrip()}"
+    text = f"{message}\n\n{''.join(traceback.format_exception(error)).rstrip()}"
+    text = text.replace("\x00", "\\x00")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode(errors="backslashreplace").decode()
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +155,9 @@ class JobRunner:
         self.lead = lead
         """Told how long each action handed over early took to read and claim (the timer's)."""
         self.closing = threading.Event()
+        self._unsure: dict[str, tuple[int, int | None]] = {}
+        """Jobs whose claim's commit gave no answer (a store error): the version and start time
+        it claimed them at, to recognise the claim as this node's if it landed after all."""
         clock = host.clock
         self._own_wait = clock if isinstance(clock, OwnThreadWaits) else None
 
@@ -159,6 +173,10 @@ class JobRunner:
         """
         received = self._host.clock.now_ms()
         job = self._host.load_job(job_id)
+        claim = self._unsure.pop(job_id, None)
+        if job is not None and claim is not None and self._is_our_claim(job, *claim):
+            # Its claim's commit landed though the answer was lost: it is this node's, not run.
+            return self._run_action(job, max(not_before, received), received, claimed=True)
         if job is None or job.state is not JobState.PENDING:
             return None  # finished, canceled or claimed meanwhile
         start_at = max(not_before, self._host.clock.now_ms())
@@ -253,7 +271,7 @@ class JobRunner:
             return DueJob(next_run, 0, job_id)
 
     def _run_action(
-        self, job: ScheduledFunction, start_at: int, received: int
+        self, job: ScheduledFunction, start_at: int, received: int, *, claimed: bool = False
     ) -> DueJob | Future[DueJob | None] | None:
         # 1. Claim: Started, with this node and a lease, is saved before the function runs
         #    (S17). A lost claim means another node started it or a cancel landed. A job
@@ -261,9 +279,10 @@ class JobRunner:
         #    not part of its start lag. Its Started says when it was claimed: the log records
         #    its events at the time they happened, which replay as of an instant relies on
         #    (S27); the function itself starts at the due time.
-        claimed, retry = self._claim(job)
         if not claimed:
-            return retry
+            claimed, retry = self._claim(job)
+            if not claimed:
+                return retry
         if start_at > received and self.lead is not None:
             self.lead.observe(self._host.clock.now_ms() - received)  # how early it must come
         if start_at > self._host.clock.now_ms():
@@ -304,8 +323,29 @@ class JobRunner:
             fault = classify(error)
             if fault is Fault.PERMANENT:
                 raise
+            if self.claim_landed(job):  # the commit's answer was lost, not the commit
+                return True, None
+            self._unsure[job.job_id] = (job.version, job.started_at_ms)
             return False, self.later(job.job_id, fault, job.attempt)  # not run: claim it later
         return True, None
+
+    def claim_landed(self, job: ScheduledFunction) -> bool:
+        """Tell whether `job`'s claim, whose save raised a store error, is in the store."""
+        try:
+            fresh = self._host.load_job(job.job_id)
+        except Exception:  # the store is still out: `run` looks again later
+            log.debug("job %s: cannot read it after its claim failed", job.job_id, exc_info=True)
+            return False
+        return fresh is not None and self._is_our_claim(fresh, job.version, job.started_at_ms)
+
+    def _is_our_claim(self, job: ScheduledFunction, version: int, started: int | None) -> bool:
+        """Tell whether `job` (freshly read) is still just as this node claimed it, not run."""
+        return (
+            job.state is JobState.IN_PROGRESS
+            and job.version == version
+            and job.node_id == self._host.node_id
+            and job.started_at_ms == started
+        )
 
     def _act(self, job: ScheduledFunction, not_before: int = 0) -> None:
         """Run a claimed action and leave its `Completed` pending.
@@ -365,9 +405,28 @@ class JobRunner:
         except Exception as error:
             if classify(error) is Fault.TRANSIENT:
                 return _Next.WAIT
-            log.exception("job %s: its outcome cannot be saved", job.job_id)
-            return _Next.DONE  # left in progress: recovery fails it once its lease runs out
+            log.exception("job %s: its outcome cannot be saved; recording a failure", job.job_id)
+            self._fail_unsaved(job.job_id, error)
+            return _Next.DONE
         return _Next.DONE
+
+    def _fail_unsaved(self, job_id: str, error: BaseException) -> None:
+        """Record an action whose outcome cannot ever be saved as failed, saying why (S17).
+
+        It would otherwise stay in progress for as long as its node lives (S19's recovery
+        fails only the actions of nodes not seen alive).
+        """
+        try:
+            fresh = self._host.load_job(job_id)
+            if fresh is None or fresh.outcome is not None:
+                return
+            if fresh.state not in (JobState.IN_PROGRESS, JobState.CANCELED):
+                return
+            why = f"its outcome could not be saved: {describe_error(error)}"
+            fresh.complete(Outcome.FAILED, self._host.clock.now_ms(), why)
+            self._host.save(fresh)
+        except Exception:
+            log.exception("job %s: cannot record that its outcome was not saved", job_id)
 
     def _completed_again(
         self, job_id: str, completed: ScheduledFunction.Completed

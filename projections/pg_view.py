@@ -11,7 +11,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import DataError, IntegrityError, PersistenceError
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.pq import TransactionStatus
 from psycopg.sql import SQL, Composed, Identifier, Literal
@@ -145,7 +145,7 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
         return self._group.insert(stored_events, kwargs)
 
     def _commit_group(self, group: list[Save]) -> None:
-        """Commit the group in one transaction; if one save conflicts, commit each on its own.
+        """Commit the group in one transaction; if one save fails it, commit each on its own.
 
         No savepoints: each costs two round trips per save, and conflicts are rare (the work is
         spread over the nodes); a conflicting group is rolled back whole and split.
@@ -161,7 +161,9 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
             try:
                 self._commit_together([save])
             except _SplitGroup as split:
-                save.ids, save.error = None, IntegrityError(str(split.__cause__))
+                save.ids, save.error = None, _error_of(split)
+            except Exception as error:  # this save's own error, not the group's
+                save.ids, save.error = None, error
 
     def _lock_log(self, cur: Cur) -> bool:
         """Take the writers' table lock before folding in.
@@ -287,8 +289,11 @@ def _rolled_back_on_error(conn: psycopg.Connection[Any]) -> Iterator[None]:
         if conn.info.transaction_status is not TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
-        if isinstance(e, psycopg.IntegrityError):
-            raise _SplitGroup from e
+        if isinstance(e, psycopg.IntegrityError) or (
+            isinstance(e, psycopg.DataError)
+            and not isinstance(e, psycopg.errors.DivisionByZero)  # `_commit_at_once`'s signal
+        ):
+            raise _SplitGroup from e  # one save's doing: the others may commit without it
         raise
 
 
@@ -317,7 +322,18 @@ def _next_rows(curs: psycopg.Cursor[Any]) -> psycopg.Cursor[Any]:
 
 
 class _SplitGroup(Exception):  # noqa: N818 - a signal, not an error
-    """A save in a PostgreSQL group conflicted: roll the group back and commit one by one."""
+    """A save in a PostgreSQL group failed it: roll the group back, commit one by one.
+
+    A conflict, or data PostgreSQL refused: each save then gets its own error.
+    """
+
+
+def _error_of(split: _SplitGroup) -> PersistenceError:
+    """Return the error of a save whose own transaction failed: a conflict, or its data."""
+    cause = split.__cause__
+    if isinstance(cause, psycopg.IntegrityError):
+        return IntegrityError(str(cause))
+    return DataError(str(cause))
 
 
 def _lost_create_race(error: BaseException) -> bool:

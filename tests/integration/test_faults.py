@@ -180,6 +180,151 @@ def test_an_action_claim_that_hits_an_outage_is_claimed_again_later(
     assert types(app, job) == ["Scheduled", "Started", "Completed"]
 
 
+def lost_answer(app: App, monkeypatch: pytest.MonkeyPatch, *, reads_fail: int) -> list[int]:
+    """Make the first save of a `Started` commit, then raise as a dropped connection would.
+
+    The next `reads_fail` reads of a job fail too (the store is still out when the runner
+    looks whether its claim landed).
+    """
+    save, load_job = app.store.save, app.store.load_job
+    lost: list[int] = []
+
+    def commits_then_raises(*objs: Any, **kwargs: Any) -> Any:
+        events = [e for o in objs if isinstance(o, ScheduledFunction) for e in o.pending_events]
+        recordings = save(*objs, **kwargs)
+        if not lost and has(ScheduledFunction.Started)(events):
+            lost.append(1)
+            dropped = OperationalError("server closed the connection unexpectedly")
+            raise StoreError(f"store error: {dropped}") from dropped
+        return recordings
+
+    def flaky_read(job_id: str) -> Any:
+        if lost and len(lost) <= reads_fail:
+            lost.append(1)
+            dropped = OperationalError("server closed the connection unexpectedly")
+            raise StoreError(f"store error: {dropped}") from dropped
+        return load_job(job_id)
+
+    monkeypatch.setattr(app.store, "save", commits_then_raises)
+    monkeypatch.setattr(app.store, "load_job", flaky_read)
+    monkeypatch.setattr("schedlog.actors.runner.backoff_ms", lambda *_: 500)
+    return lost
+
+
+@pytest.mark.parametrize("reads_fail", [0, 1])
+def test_a_claim_whose_commit_answer_is_lost_runs_once_s17(
+    app: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, reads_fail: int
+) -> None:
+    """The claim landed; its answer did not. It stayed in progress for as long as the node lived.
+
+    The runner looks whether it landed (0: at once; 1: that read fails too, so on its later
+    try): it is this node's claim, not run, so it runs now, once.
+    """
+    ran: list[str] = []
+
+    @app.action(name="io:send")
+    def send(ctx) -> None:
+        ran.append(ctx.job_id)
+
+    lost = lost_answer(app, monkeypatch, reads_fail=reads_fail)
+    job = app.scheduler.run_after(0, send)
+    app.start()
+    app.wait_until_idle()
+    clock.advance(1_000)  # past the later try (a fixed 500 ms)
+    app.wait_until_idle()
+    assert len(lost) == 1 + reads_fail
+    assert ran == [job]
+    assert types(app, job) == ["Scheduled", "Started", "Completed"]
+    assert state(app, job) == "success"
+
+
+def test_a_chunk_claim_whose_commit_answer_is_lost_runs_each_once_s17(
+    clock: FakeClock, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from schedlog.actors.timer import BEHIND_MS
+
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    ran: list[int] = []
+
+    @app.action(name="io:quick")
+    def quick(ctx, n: int) -> None:
+        del ctx
+        ran.append(n)
+
+    try:
+        app._runner._quick["io:quick"] = True  # claimed in chunks at once
+        lost = lost_answer(app, monkeypatch, reads_fail=0)
+        jobs = [app.scheduler.run_after(0, quick, n) for n in range(6)]
+        clock.advance(BEHIND_MS + 10)  # a backlog: run in a batch, claimed in a chunk
+        app.start()
+        app.wait_until_idle()
+        clock.advance(1_000)
+        app.wait_until_idle()
+        assert lost == [1]
+        assert sorted(ran) == list(range(6))
+        assert all(state(app, j) == "success" for j in jobs)
+    finally:
+        app.close()
+
+
+def test_an_outcome_that_cannot_be_saved_is_recorded_as_a_failure_s17(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A permanent error on saving the outcome left it in progress while its node lived."""
+    save = app.store.save
+    refused: list[int] = []
+
+    def refuses_the_first_outcome(*objs: Any, **kwargs: Any) -> Any:
+        events = [e for o in objs if isinstance(o, ScheduledFunction) for e in o.pending_events]
+        if not refused and has(ScheduledFunction.Completed)(events):
+            refused.append(1)
+            raise StoreError("store error: value too long for type character varying")
+        return save(*objs, **kwargs)
+
+    @app.action(name="io:send")
+    def send(ctx) -> None:
+        del ctx
+
+    monkeypatch.setattr(app.store, "save", refuses_the_first_outcome)
+    job = app.scheduler.run_after(0, send)
+    with app:
+        app.wait_until_idle()
+    doc = app.scheduled_functions.get(job)
+    assert doc is not None
+    assert refused == [1]
+    assert doc["state"]["kind"] == "failed"
+    assert doc["state"]["error"].startswith("its outcome could not be saved: ")
+    assert "value too long" in doc["state"]["error"]
+
+
+def test_an_error_text_with_nul_or_a_lone_surrogate_is_kept_escaped_s1_s16(app: App) -> None:
+    """PostgreSQL's text refuses NUL and UTF-8 has no lone surrogates: the outcome was never saved.
+
+    On PostgreSQL, the group commit it shared then failed the other saves with it (mutations
+    that had done nothing wrong ended failed).
+    """
+    import os
+
+    bad = "bad\x00byte in " + os.fsdecode(b"report-\xff.csv")
+
+    @app.action(name="io:nul")
+    def nul(ctx) -> None:
+        raise ValueError(bad)
+
+    @app.mutation(name="io:fine")
+    def fine(ctx) -> None:
+        del ctx
+
+    jobs = [app.scheduler.run_after(0, nul) for _ in range(3)]
+    jobs += [app.scheduler.run_after(0, fine) for _ in range(6)]
+    with app:
+        app.wait_until_idle()
+    docs = [app.scheduled_functions.get(j) for j in jobs]
+    assert [d["state"]["kind"] for d in docs if d] == ["failed"] * 3 + ["success"] * 6
+    error = docs[0]["state"]["error"] if docs[0] else ""
+    assert error.startswith("ValueError: bad\\x00byte in report-\\udcff.csv")
+
+
 class Unencodable(Aggregate):
     @event("Tagged")
     def __init__(self, tags: set[int]) -> None:

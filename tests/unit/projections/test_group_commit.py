@@ -105,3 +105,44 @@ def test_an_error_raised_by_the_commit_reaches_a_lone_caller() -> None:
 
     with pytest.raises(KeyError):
         GroupCommit(commit).insert([], {})
+
+
+def test_a_postgresql_group_split_gives_each_save_its_own_error() -> None:
+    """Data PostgreSQL refuses in one save, then a connection lost on another, after a split.
+
+    The group was split on conflicts only, and an error met while committing one by one went
+    to every save of the group, also to those already committed.
+    """
+    import psycopg
+    from eventsourcing.persistence import DataError, IntegrityError
+
+    from schedlog.projections import pg_view
+
+    committed: list[int] = []
+
+    def commit_together(group: list[Save]) -> None:
+        names = [s.kwargs["n"] for s in group]
+        try:
+            if 2 in names:
+                raise psycopg.errors.UntranslatableCharacter("unsupported Unicode escape")
+            if 3 in names:
+                raise psycopg.errors.UniqueViolation("duplicate key (originator_id, version)")
+        except psycopg.Error as e:
+            raise pg_view._SplitGroup from e  # what `_rolled_back_on_error` raises
+        if 4 in names:
+            raise OSError("server closed the connection unexpectedly")
+        committed.extend(names)
+        for save in group:
+            save.ids = [save.kwargs["n"]]
+
+    recorder = pg_view.PgViewRecorder.__new__(pg_view.PgViewRecorder)
+    recorder._commit_together = commit_together  # type: ignore[method-assign]
+    saves = [Save([], {"n": n}) for n in range(1, 6)]
+    recorder._commit_group(saves)
+    assert committed == [1, 5]
+    assert [s.ids for s in saves] == [[1], None, None, None, [5]]
+    assert isinstance(saves[1].error, DataError)
+    assert isinstance(saves[2].error, IntegrityError)
+    assert isinstance(saves[3].error, OSError)
+    assert saves[0].error is None
+    assert saves[4].error is None
