@@ -151,15 +151,42 @@ class AppScheduler(Scheduler):
 class _ActionScheduler(Scheduler):
     """An action's scheduler: saves at once; once the action is canceled, jobs are born canceled.
 
-    S21: a job scheduled after the cancel gets `Scheduled` and `Canceled` in one save.
+    S21: a job scheduled after the cancel gets `Scheduled` and `Canceled` in one save. The
+    save checks the action's version as read: a cancel landing between that read and the
+    save makes it conflict, and the job is then born canceled.
     """
 
     def _accept(self, job: ScheduledFunction, size: int) -> None:
         assert self._parent_id is not None  # noqa: S101 - set by ActionCtx
-        parent = self._core.store.load_job(self._parent_id)
-        if parent is not None and parent.state is JobState.CANCELED:
-            job.cancel(job.creation_time_ms)
-        super()._accept(job, size)
+        del size
+        self._core.check_accepting()
+        events = list(job.pending_events)
+        while True:
+            reads = born_under(self._core, self._parent_id, [job])
+            try:
+                self._core.save(job, reads=reads)
+            except ConflictError:
+                if not reads:
+                    raise
+                job.pending_events[:] = events  # the failed save took them: look again
+                continue
+            return
+
+
+def born_under(core: Core, parent_id: str, jobs: Sequence[ScheduledFunction]) -> dict[UUID, int]:
+    """Cancel `jobs` if their parent action is canceled (S21); else return its version read.
+
+    Their save checks that version (`reads`): if a cancel lands meanwhile, it conflicts.
+    """
+    parent = core.store.load_job(parent_id)
+    if parent is None:
+        return {}
+    if parent.state is JobState.CANCELED:
+        for job in jobs:
+            if not job.is_terminal:
+                job.cancel(job.creation_time_ms)
+        return {}
+    return {parent.id: parent.version}
 
 
 class _MutationScheduler(Scheduler):
@@ -174,6 +201,8 @@ class _MutationScheduler(Scheduler):
         self._name = name
         self._now_ms = now_ms
         self.staged: dict[str, ScheduledFunction] = {}
+        self.born: list[ScheduledFunction] = []
+        """The jobs it scheduled (the rest of `staged` are jobs it cancels)."""
         self._count = 0
         self._size = 0
 
@@ -216,6 +245,7 @@ class _MutationScheduler(Scheduler):
         self._count += 1
         self._size += size
         self.staged[job.job_id] = job
+        self.born.append(job)
 
     def _runs_as(self) -> str:
         """How this mutation runs, for its log lines: as a job, or inline and for whom."""
@@ -234,7 +264,9 @@ class _MutationScheduler(Scheduler):
             )
         job = self.staged.get(job_id) or _load_for_cancel(self._core, job_id)
         if not job.is_terminal:
-            job.cancel(self._now_ms)
+            # When the call is made, not the frozen `ctx.now_ms`: the job may have started
+            # since (its history stays in time order, and so does a replay as of an instant).
+            job.cancel(max(self._now_ms, self._core.clock.now_ms()))
             self.staged[job_id] = job
 
 
@@ -378,8 +410,13 @@ def run_mutation_now(
             core, caller_id, core.clock.now_ms(), attempt, inline=True, name=registered.name
         )
         result = registered.fn(ctx, *args, **kwargs)
+        reads = ctx.reads
+        if caller_id is not None:  # an action's: its jobs are its (S21)
+            scheduler = ctx.scheduler
+            assert isinstance(scheduler, _MutationScheduler)  # noqa: S101
+            reads = {**reads, **born_under(core, caller_id, scheduler.born)}
         try:
-            core.save(*ctx.staged, reads=ctx.reads)
+            core.save(*ctx.staged, reads=reads)
         except ConflictError as e:
             last = e
             continue

@@ -260,3 +260,117 @@ def test_a_cancel_landing_just_after_an_action_claim_follows_s21_s22(
         assert cur.tuples(f"SELECT version FROM {TABLE} WHERE id = ?", [job]) == [(4,)]
     counts = app.stats().counts
     assert (counts["canceled"], counts["inProgress"], counts["success"]) == (1, 0, 0)
+
+
+def test_jobs_a_canceled_action_schedules_through_run_mutation_are_born_canceled_s21(
+    app: App,
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    children: dict[str, str] = {}
+
+    @app.action(name="jobs:child")
+    def child(ctx) -> None:
+        del ctx
+
+    @app.mutation(name="jobs:schedule_child")
+    def schedule_child(ctx) -> str:
+        return ctx.scheduler.run_after(60_000, "jobs:child")
+
+    @app.action(name="jobs:long")
+    def long(ctx) -> None:
+        started.set()
+        assert release.wait(10)
+        children["direct"] = ctx.scheduler.run_after(60_000, "jobs:child")
+        children["via_mutation"] = ctx.run_mutation(schedule_child)
+
+    job = app.scheduler.run_after(0, long)
+    with app:
+        assert started.wait(10)
+        app.scheduler.cancel(job)
+        release.set()
+        app.wait_until_idle()
+    assert state(app, job) == "canceled"
+    for how, child_id in children.items():
+        assert types(app, child_id) == ["Scheduled", "Canceled"], how
+        assert child_id in app.children(job)
+
+
+def test_a_cancel_landing_between_the_parent_read_and_the_child_save_s21(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child was saved pending, after the parent's `Canceled` in the log."""
+    children: list[str] = []
+    raced: list[str] = []
+    load_job = app.store.load_job
+
+    @app.action(name="jobs:child")
+    def child(ctx) -> None:
+        del ctx
+
+    @app.action(name="jobs:parent")
+    def parent(ctx) -> None:
+        def load_then_cancel(job_id: str) -> object:
+            job = load_job(job_id)
+            if job_id == ctx.job_id and not raced:
+                raced.append(job_id)
+                app.scheduler.cancel(job_id)  # lands right after the read
+            return job
+
+        monkeypatch.setattr(app.store, "load_job", load_then_cancel)
+        children.append(ctx.scheduler.run_after(60_000, "jobs:child"))
+
+    job = app.scheduler.run_after(0, parent)
+    with app:
+        app.wait_until_idle()
+    assert raced == [job]
+    assert state(app, job) == "canceled"
+    assert types(app, children[0]) == ["Scheduled", "Canceled"]
+
+
+def test_a_mutation_s_cancel_is_stamped_when_made_not_at_its_frozen_now_s27_s29(
+    clock: FakeClock, store_url: str
+) -> None:
+    """X started at +100 while the mutation (frozen at +0) ran; its cancel said +0.
+
+    X's history went back in time, and a replay as of +25 showed it canceled while pending.
+    """
+    app = App(store=store_url, clock=clock, max_concurrency=2)
+    x_running, x_release, m_saved = threading.Event(), threading.Event(), threading.Event()
+
+    @app.action(name="jobs:x")
+    def x(ctx) -> None:
+        x_running.set()
+        assert x_release.wait(10)
+
+    @app.mutation(name="jobs:m")
+    def m(ctx, victim: str) -> None:
+        clock.advance(100)  # time passes while it runs: X comes due and starts
+        assert x_running.wait(10)
+        ctx.scheduler.cancel(victim)
+
+    victim = app.scheduler.run_after(50, x)
+    mutation = app.scheduler.run_after(0, m, victim)
+    save = app.save
+
+    def spied(*objs: object, **kwargs: object) -> None:
+        save(*objs, **kwargs)
+        if any(getattr(o, "job_id", None) == mutation for o in objs):
+            m_saved.set()
+
+    app.save = spied  # type: ignore[method-assign]
+    try:
+        app.start()
+        assert m_saved.wait(10)
+        x_release.set()
+        app.wait_until_idle()
+        assert state(app, mutation) == "success"
+        history = app.history(victim)
+        assert [e["type"] for e in history] == ["Scheduled", "Started", "Canceled", "Completed"]
+        times = [e["time"] for e in history]
+        assert times == sorted(times)
+        with app.replay(as_of=T0 + 25) as past:
+            doc = past.get(victim)
+            assert doc is not None
+            assert doc["state"]["kind"] == "pending"
+    finally:
+        app.close()
