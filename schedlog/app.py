@@ -35,7 +35,7 @@ from schedlog.errors import (
 )
 from schedlog.events import FunctionKind
 from schedlog.options import check_options, check_seconds
-from schedlog.projections.queries import DueJob, history_entries
+from schedlog.projections.queries import DueJob, history_entries, job_key
 from schedlog.projections.sql import Dialect
 from schedlog.projections.view import READ_VERSIONS
 from schedlog.registry import Registry
@@ -214,7 +214,7 @@ class App(Audit):
 
     def history(self, job_id: str) -> list[dict[str, Any]]:
         """Return the job's events, oldest first, each with `type`, `time` and its data (S29)."""
-        job = self.store.load_job(job_id)
+        job = self.store.load_job(job_key(job_id, "job id"))
         if job is None:
             raise JobNotFoundError(str(job_id))
         return history_entries(self.store.events.get(job.id))

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, overload
 
 from schedlog.errors import ConfigurationError, JobNotFoundError
 from schedlog.events.validation import is_plain_int
+from schedlog.projections.queries import job_key
 from schedlog.projections.replay import AsOfView, JobEventDecoder, build_as_of, prune, rebuild
 from schedlog.projections.schema import TABLE
 
@@ -36,7 +37,7 @@ class Audit:
 
     def children(self, job_id: str) -> list[str]:
         """Return the ids of the jobs `job_id` scheduled, in order (kept after retention)."""
-        if self.store.load_job(job_id) is None:
+        if self.store.load_job(job_key(job_id, "job id")) is None:
             raise JobNotFoundError(str(job_id))
         return self.scheduled_functions.children(job_id)
 

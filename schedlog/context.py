@@ -7,6 +7,7 @@ Three schedulers share one validation path: the App's and an action's save each 
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any, Protocol
 
 from eventsourcing.application import AggregateNotFoundError
@@ -63,9 +64,18 @@ class Core(Protocol):
         """Raise RuntimeClosedError if the runtime was started and has died."""
 
 
+def _job_id_arg(job_id: object) -> str:
+    """Return a cancel's `job_id` in its canonical text, or refuse a value that is not an id."""
+    if not isinstance(job_id, str) or not job_id.strip():
+        got = type(job_id).__name__ if not isinstance(job_id, str) else repr(job_id)
+        raise ScheduleValidationError(
+            f"job_id must be a job's id (a str), got {got}", field="job_id", value=job_id
+        )
+    return canonical_id(job_id)
+
+
 def _load_for_cancel(core: Core, job_id: object) -> ScheduledFunction:
-    if not isinstance(job_id, str):
-        raise JobNotFoundError(repr(job_id))
+    job_id = _job_id_arg(job_id)
     job = core.store.load_job(job_id)
     if job is None:
         raise JobNotFoundError(job_id)
@@ -143,7 +153,23 @@ class AppScheduler(Scheduler):
         """
         self._core.check_accepting()
         if name is not None and not isinstance(name, str):
+            if not callable(name):
+                raise ScheduleValidationError(
+                    f"name must be a function's registered name (a str) or the function, "
+                    f"got {type(name).__name__}",
+                    field="name",
+                    value=name,
+                )
             name = self._core.registry.resolve(name).name
+        given: object = before_ms  # checked as the caller may pass anything
+        if given is not None and (
+            isinstance(given, bool) or not isinstance(given, (int, float)) or math.isnan(given)
+        ):
+            raise ScheduleValidationError(
+                f"before_ms must be a number of ms, got {before_ms!r}",
+                field="before_ms",
+                value=before_ms,
+            )
         ids = self._core.scheduled_functions.unfinished_ids(name, before_ms)
         return sum(self._cancel(job_id) for job_id in ids)
 
@@ -257,7 +283,7 @@ class _MutationScheduler(Scheduler):
 
     def cancel(self, job_id: str) -> None:
         """Stage a cancel, committed with the mutation (S22); a mutation cannot cancel itself."""
-        job_id = canonical_id(job_id)
+        job_id = _job_id_arg(job_id)
         if self._own and job_id == self._job_id:
             raise ScheduleValidationError(
                 "a mutation cannot cancel itself", field="job_id", value=job_id

@@ -20,10 +20,11 @@ from eventsourcing.persistence import (
     PersistenceError,
     StoredEvent,
     Transcoder,
+    TranscodingNotRegisteredError,
 )
 from eventsourcing.utils import get_topic
 
-from schedlog.errors import ConflictError, StoreError
+from schedlog.errors import ConfigurationError, ConflictError, StoreError
 from schedlog.events import JobId, ScheduledFunction
 from schedlog.projections.queries import DueJob, ScheduledFunctions
 from schedlog.projections.sql import Dialect, store_open
@@ -123,6 +124,8 @@ class JobStore(Application[UUID]):
                 raise StoreError(f"store constraint failed: {e}") from e
             except PersistenceError as e:
                 raise StoreError(f"store error: {e}") from e
+            except TranscodingNotRegisteredError as e:  # an aggregate's value, not the store
+                raise ConfigurationError(f"cannot save an aggregate's event: {e}") from e
         return recordings
 
     @property

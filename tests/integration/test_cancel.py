@@ -374,3 +374,32 @@ def test_a_mutation_s_cancel_is_stamped_when_made_not_at_its_frozen_now_s27_s29(
             assert doc["state"]["kind"] == "pending"
     finally:
         app.close()
+
+
+def test_bad_ids_and_filters_are_named_in_the_error_s23_s24(app: App) -> None:
+    """A UUID object said "no scheduled function" of a job that exists; None said 'None'."""
+    import uuid
+
+    from schedlog import SchedlogError
+
+    @app.action(name="jobs:a")
+    def a(ctx) -> None:
+        del ctx
+
+    job = app.scheduler.run_after(1_000, a)
+    for bad, shown in ((uuid.UUID(job), "UUID"), (None, "NoneType"), ("  ", "'  '")):
+        with pytest.raises(
+            SchedlogError, match=f"job_id must be a job's id \\(a str\\), got {shown}"
+        ):
+            app.scheduler.cancel(bad)  # type: ignore[arg-type]
+        with pytest.raises(SchedlogError, match="job id must"):
+            app.history(bad)  # type: ignore[arg-type]
+        with pytest.raises(SchedlogError, match="job id must"):
+            app.children(bad)  # type: ignore[arg-type]
+    with pytest.raises(SchedlogError, match="before_ms must be a number of ms, got 'x'"):
+        app.scheduler.cancel_all(before_ms="x")  # type: ignore[arg-type]
+    with pytest.raises(SchedlogError, match="before_ms must be a number of ms, got nan"):
+        app.scheduler.cancel_all(before_ms=float("nan"))
+    with pytest.raises(SchedlogError, match="name must be a function's registered name"):
+        app.scheduler.cancel_all(name=123)
+    assert state(app, job) == "pending"  # nothing canceled by any of them

@@ -10,7 +10,7 @@ import pytest
 from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import OperationalError
 
-from schedlog import App, StoreError
+from schedlog import App, SchedlogError, StoreError
 from schedlog.events import ScheduledFunction
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, balance, state, types
@@ -349,6 +349,9 @@ def test_a_commit_that_cannot_succeed_fails_the_mutation_s16(app: App) -> None:
     assert doc["state"]["kind"] == "failed"
     assert "not serializable" in doc["state"]["error"]
     assert balance(app, account.id) == 0  # its writes were dropped
+    with pytest.raises(SchedlogError, match=r"cannot save an aggregate.s event: .*not serializ"):
+        app.run_mutation(bad_write)  # the library's own error before, not a SchedlogError
+    assert balance(app, account.id) == 0
 
 
 def test_the_timer_survives_an_unreadable_due_index(
