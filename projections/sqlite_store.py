@@ -226,15 +226,19 @@ class StatementCachingPool(SQLiteConnectionPool):
             )
         except (sqlite3.Error, TypeError) as e:
             raise InterfaceError(e) from e
-        if not self.is_sqlite_memory_mode and not self.is_journal_mode_wal:
-            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file's only: see PAGE_SIZE
-            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-            if mode.lower() != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-                self.journal_mode_was_changed_to_wal = True
-            self.is_journal_mode_wal = True
-        if not self.is_sqlite_memory_mode:
-            conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        try:  # the first statements: a file that is no database fails here
+            if not self.is_sqlite_memory_mode and not self.is_journal_mode_wal:
+                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # a new file's only: PAGE_SIZE
+                (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+                if mode.lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    self.journal_mode_was_changed_to_wal = True
+                self.is_journal_mode_wal = True
+            if not self.is_sqlite_memory_mode:
+                conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        except sqlite3.Error as e:
+            conn.close()
+            raise InterfaceError(e) from e
         conn.row_factory = sqlite3.Row
         return SQLiteConnection(sqlite_conn=conn, max_age=self.max_age)
 

@@ -28,7 +28,7 @@ from schedlog.demo import DEFAULT_DEMO_PATH, run_demo
 from schedlog.errors import ConfigurationError, JobNotFoundError, SchedlogError
 from schedlog.events import JobState
 from schedlog.events.values import TERMINAL_STATES
-from schedlog.store import postgres_store_exists
+from schedlog.store import postgres_store_exists, sqlite_store_exists
 from schedlog.urls import parse_store_url
 
 if TYPE_CHECKING:
@@ -109,8 +109,14 @@ def _emit_json(value: object) -> None:
 def _open_app(options: Options, retention_ms: int | None = DEFAULT_RETENTION_MS) -> Iterator[App]:
     """Yield an App on the chosen store, not started; the store must already exist."""
     config = parse_store_url(options.store)
-    if config.sqlite_dbname and not config.is_memory and not Path(config.sqlite_dbname).exists():
-        raise ConfigurationError(f"store {config.url!r}: no such file {config.sqlite_dbname!r}")
+    if config.sqlite_dbname and not config.is_memory:
+        if not Path(config.sqlite_dbname).exists():
+            raise ConfigurationError(f"store {config.url!r}: no such file {config.sqlite_dbname!r}")
+        if not sqlite_store_exists(config):
+            raise ConfigurationError(
+                f"store {config.url!r}: {config.sqlite_dbname!r} holds no schedlog store "
+                "(nothing created)"
+            )
     if config.postgres is not None and not postgres_store_exists(config):
         schema = config.postgres["POSTGRES_SCHEMA"]
         raise ConfigurationError(

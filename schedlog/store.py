@@ -10,6 +10,8 @@ import contextlib
 import functools
 import itertools
 import logging
+import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from uuid import UUID
 
@@ -350,6 +352,27 @@ def postgres_store_exists(config: StoreConfig) -> bool:
     except psycopg.Error as e:
         raise StoreError(f"cannot open store {config.safe_url!r}: {e}") from e
     return row is not None and row[0] is not None
+
+
+def sqlite_store_exists(config: StoreConfig) -> bool:
+    """Tell whether the store's SQLite file holds a schedlog log (read only, no DDL).
+
+    Raises `StoreError` if the file is no SQLite database.
+    """
+    try:
+        uri = Path(config.sqlite_dbname).resolve().as_uri()
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open store {config.safe_url!r}: {e}") from e
+    try:
+        row = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
+        ).fetchone()
+    except sqlite3.Error as e:
+        raise StoreError(f"cannot open store {config.safe_url!r}: {e}") from e
+    finally:
+        conn.close()
+    return row is not None
 
 
 class ChangeListener:

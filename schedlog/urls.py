@@ -75,8 +75,13 @@ def _postgres_settings(url: str) -> dict[str, str]:
             f"store {safe!r} needs a host and a database: postgresql://user@host:5432/db"
         )
     schema = params.get("schema", "public")
-    if not schema.replace("_", "").isalnum():
+    if not schema.replace("_", "").isalnum() or not schema.isascii():
         raise ConfigurationError(f"store {safe!r}: schema must be letters, digits and _")
+    if schema != schema.lower():  # the library finds its own type by the unquoted name
+        raise ConfigurationError(
+            f"store {safe!r}: schema must be lower case (PostgreSQL folds unquoted names), "
+            f"got {schema!r}"
+        )
     return {
         "POSTGRES_DBNAME": urllib.parse.unquote(dbname),
         "POSTGRES_HOST": parts.hostname,

@@ -276,6 +276,9 @@ def test_bad_configuration_is_refused() -> None:
         ("postgresql://u@h:abc/db", "not a valid URL: Port could not be cast"),
         ("postgresql://u@[::1/db", "not a valid URL: Invalid IPv6 URL"),
         ("postgresql+psycopg://u:secret@h/db", "not a store URL: .* or postgresql://"),
+        # Made the tables, then every save failed ("Composite type ... not found").
+        ("postgresql://u@h/db?schema=Jobs_A", "schema must be lower case .* got 'Jobs_A'"),
+        ("postgresql://u@h/db?schema=jöbs", "schema must be letters, digits and _"),
     ]:
         with pytest.raises(SchedlogError, match=message) as bad:
             App(store=url)

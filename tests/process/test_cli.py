@@ -5,6 +5,7 @@ The audit commands (replay, stats, cancel-all, ls filters, TIME values) are in t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -473,6 +474,26 @@ def test_read_commands_never_create_a_postgresql_store(pg_server: str) -> None:
     with psycopg.connect(PG_DSN) as conn:
         found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
         assert found.fetchone() is None
+
+
+@pytest.mark.process
+def test_read_commands_never_write_to_a_sqlite_file_that_is_no_store(tmp_path: Path) -> None:
+    """Another app's database got schedlog's tables (and WAL mode); a non-database, a traceback."""
+    other = tmp_path / "app.db"
+    with contextlib.closing(sqlite3.connect(other)) as conn:
+        conn.execute("CREATE TABLE users (id)")
+        conn.commit()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("garbage\n")
+    before = {p: p.read_bytes() for p in (other, empty, garbage)}
+    for path in (other, empty):
+        for command in (["ls"], ["stats"], ["cancel-all", "--yes"]):
+            result = cli("--store", f"sqlite://{path}", *command)
+            assert_clean_failure(result, "holds no schedlog store (nothing created)")
+    assert_clean_failure(cli("--store", f"sqlite://{garbage}", "ls"), "file is not a database")
+    assert {p: p.read_bytes() for p in before} == before
 
 
 @pytest.mark.process
