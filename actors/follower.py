@@ -77,12 +77,14 @@ class LogWatcher:
     def _poll(self) -> None:
         """SQLite: read the log's position every poll_s; tell the timer when it moved."""
         last = -1
-        while not self._stopped.wait(self._poll_s):
+        failing = _Failing("cannot read the log position")
+        while not self._stopped.wait(self._poll_s * failing.pause()):
             try:
                 position = self._source.log_position()
-            except Exception:
-                log.exception("log watcher: cannot read the log position")
+            except Exception as error:
+                failing.failed(error)
                 continue
+            failing.ok()
             if position != last:
                 last = position
                 if not self._tell(LogAdvanced(position)):
@@ -95,13 +97,16 @@ class LogWatcher:
         that arrive before it starts are covered by that read: one message stands for them all.
         """
         handled: threading.Event | None = None
+        failing = _Failing("cannot wait for notifications")
         while not self._stopped.is_set():
             try:
                 notified = wait(self._poll_s)
-            except Exception:
-                log.warning("log watcher: cannot wait for notifications", exc_info=True)
-                self._stopped.wait(self._poll_s)
+            except Exception as error:
+                failing.failed(error)
+                self._stopped.wait(self._poll_s * failing.pause())
                 notified = True  # look anyway: a notification may have been lost meanwhile
+            else:
+                failing.ok()
             if not notified or (handled is not None and not handled.is_set()):
                 continue
             handled = threading.Event()
@@ -114,3 +119,35 @@ class LogWatcher:
         except pykka.ActorDeadError:
             return False
         return True
+
+
+class _Failing:
+    """How a watcher logs and waits out the store's errors while it is down.
+
+    The first error with its traceback, then one line every `REPORT_EVERY` failures, and a
+    pause that doubles up to `MAX_PAUSE` polls (1 s at 50 ms); a success says the store is back
+    and resets both. (A PostgreSQL outage of 3 s logged 66 tracebacks, one every 50 ms.)
+    """
+
+    REPORT_EVERY = 100
+    MAX_PAUSE = 20
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._failures = 0
+
+    def failed(self, error: BaseException) -> None:
+        self._failures += 1
+        if self._failures == 1:
+            log.warning("log watcher: %s", self._what, exc_info=error)
+        elif self._failures % self.REPORT_EVERY == 0:
+            log.warning("log watcher: %s (%d times so far): %s", self._what, self._failures, error)
+
+    def ok(self) -> None:
+        if self._failures:
+            log.warning("log watcher: the store is back after %d failures", self._failures)
+        self._failures = 0
+
+    def pause(self) -> int:
+        """Return how many polls to wait before the next try (1 while all is well)."""
+        return min(2 ** min(self._failures, 5), self.MAX_PAUSE) if self._failures else 1
