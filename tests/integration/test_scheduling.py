@@ -168,6 +168,21 @@ def test_arguments_round_trip_s9(app: App, clock: FakeClock) -> None:
     assert isinstance(got_kwargs["at"], dt.datetime)
 
 
+def test_a_datetime_whose_offset_has_seconds_shows_its_own_instant_s9(app: App) -> None:
+    """orjson rounds offsets to minutes: the view showed +00:20, 28 s off the argument."""
+    amsterdam_1890 = dt.timezone(dt.timedelta(minutes=19, seconds=32))
+    when = dt.datetime(1890, 6, 1, 12, tzinfo=amsterdam_1890)
+    register_noop(app)
+    job = app.scheduler.run_after(0, "jobs:noop", when, at=when)
+    doc = app.scheduled_functions.get(job)
+    assert doc is not None
+    assert doc["args"] == ["1890-06-01T12:00:00+00:19:32"]
+    assert dt.datetime.fromisoformat(doc["kwargs"]["at"]) == when
+    app.replay()
+    again = app.scheduled_functions.get(job)
+    assert again == doc
+
+
 def test_arguments_are_copied_at_scheduling_s9(app: App) -> None:
     register_noop(app)
     payload = {"items": [1, 2]}
