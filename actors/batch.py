@@ -88,6 +88,11 @@ class BatchRunner(JobRunner):
         actions = _Chunks(self, decided)
         for job_id in job_ids:
             job = jobs.get(job_id)
+            if job is not None and self.take_unsure_claim(job):
+                actions.flush()  # the actions before it start first (S13)
+                self._act(job)  # this node's claim, landed though its answer was lost
+                actions.previous.append(job)  # its outcome goes with the next save
+                continue
             if job is None or job.state is not JobState.PENDING:
                 decided[job_id] = None
             elif job.next_run_ms > begun:

@@ -57,6 +57,13 @@ class RecoveryHost(Protocol):
     def apply_retention(self, now_ms: int) -> int:
         """Remove finished jobs past their retention from the view (S28); return how many."""
 
+    def resubmit_unsure_claims(self, now_ms: int) -> int:
+        """Hand the timer again this node's landed claims not run yet; return how many.
+
+        Claims whose commit answer was lost: the retry the runner asked for may have been
+        dropped (say, the timer could not read its due index during the same outage).
+        """
+
 
 class RecoveryActor(RuntimeActor):
     """Heartbeats for its node and recovers cut-off actions, on the injected clock."""
@@ -100,6 +107,7 @@ class RecoveryActor(RuntimeActor):
             try:
                 for job_id in host.expired_claims(now):
                     failed += self._fail_cut_off(job_id)
+                host.resubmit_unsure_claims(now)
                 host.apply_retention(now)
             except Exception:
                 log.warning("recovery: the store failed; trying again later", exc_info=True)

@@ -173,8 +173,7 @@ class JobRunner:
         """
         received = self._host.clock.now_ms()
         job = self._host.load_job(job_id)
-        claim = self._unsure.pop(job_id, None)
-        if job is not None and claim is not None and self._is_our_claim(job, *claim):
+        if job is not None and self.take_unsure_claim(job):
             # Its claim's commit landed though the answer was lost: it is this node's, not run.
             return self._run_action(job, max(not_before, received), received, claimed=True)
         if job is None or job.state is not JobState.PENDING:
@@ -328,6 +327,33 @@ class JobRunner:
             self._unsure[job.job_id] = (job.version, job.started_at_ms)
             return False, self.later(job.job_id, fault, job.attempt)  # not run: claim it later
         return True, None
+
+    def unsure_claims_landed(self) -> list[str]:
+        """Return the jobs whose claim's answer was lost and that this node holds, not run.
+
+        Those found otherwise (the claim did not land: still pending, for the timer's due
+        index to find; or ended) are forgotten. One read each; a store still out: later.
+        """
+        landed = []
+        for job_id, (version, started) in list(self._unsure.items()):
+            try:
+                job = self._host.load_job(job_id)
+            except Exception:  # the store is still out: the next pass looks again
+                log.debug("job %s: cannot read it to settle its claim", job_id, exc_info=True)
+                continue
+            if job is not None and self._is_our_claim(job, version, started):
+                landed.append(job_id)
+            elif job is None or job.state is not JobState.PENDING or job.version != version - 1:
+                self._unsure.pop(job_id, None)
+        return landed
+
+    def take_unsure_claim(self, job: ScheduledFunction) -> bool:
+        """Tell whether `job` (freshly read) is this node's claim whose answer was lost, not run.
+
+        True at most once per claim (it is then this caller's to run).
+        """
+        claim = self._unsure.pop(job.job_id, None)
+        return claim is not None and self._is_our_claim(job, *claim)
 
     def claim_landed(self, job: ScheduledFunction) -> bool:
         """Tell whether `job`'s claim, whose save raised a store error, is in the store."""

@@ -150,11 +150,13 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
         No savepoints: each costs two round trips per save, and conflicts are rare (the work is
         spread over the nodes); a conflicting group is rolled back whole and split.
         """
-        if len(group) == 1 or not any(map(read_versions, group)):
+        if len(group) == 1 or _reads_independent(group):
             try:
                 self._commit_together(group)
-            except _SplitGroup:
-                pass
+            except _SplitGroup as split:
+                if len(group) == 1:
+                    group[0].ids, group[0].error = None, _error_of(split)
+                    return
             else:
                 return
         for save in group:  # each save's reads are checked after the saves before it
@@ -222,8 +224,15 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
                 )
 
     def _reads_check(self, conn: psycopg.Connection[Any], group: list[Save]) -> str:
-        """Return the check of a lone save's reads (`_READS_MOVED`), to run before its insert."""
-        reads = read_versions(group[0]) if len(group) == 1 else {}
+        """Return the check of the group's reads (`_READS_MOVED`), to run before its insert.
+
+        Each aggregate at the earliest version a save read it at; `_reads_independent` keeps
+        out of one group a save that read what a save before it writes.
+        """
+        reads: dict[Any, int] = {}
+        for save in group:
+            for aggregate_id, version in read_versions(save).items():
+                reads[aggregate_id] = min(version, reads.get(aggregate_id, version))
         if not reads:
             return ""
         pairs = bind_all(
@@ -326,6 +335,19 @@ class _SplitGroup(Exception):  # noqa: N818 - a signal, not an error
 
     A conflict, or data PostgreSQL refused: each save then gets its own error.
     """
+
+
+def _reads_independent(group: list[Save]) -> bool:
+    """Tell whether no save of the group read an aggregate that a save before it writes.
+
+    Then one check of all their reads before the group's insert is each one's own check.
+    """
+    written: set[Any] = set()
+    for save in group:
+        if not written.isdisjoint(read_versions(save)):
+            return False
+        written.update(event.originator_id for event in save.events)
+    return True
 
 
 def _error_of(split: _SplitGroup) -> PersistenceError:

@@ -13,6 +13,7 @@ written once, in batches, instead of an INSERT and then an UPDATE per later even
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import secrets
 import shutil
@@ -285,12 +286,14 @@ def rebuild(
         # 1. page through the log, a few pages per short transaction
         position, applied = _fold_log(db, db, decoder, out, _applier(out), total, progress)
         return applied + _swap(db, decoder, scratch, position, retain_after_ms)
-    except Exception as error:
+    except BaseException as error:
         if not _table_exists(db, scratch) and _is_missing_table(error):
             raise RebuildRaceError(
                 "another rebuild of the view finished while this one ran, and dropped this "
                 "one's table: the view is rebuilt (by the other)"
             ) from error
+        with contextlib.suppress(Exception), db.transaction(commit=True) as c:
+            c.execute(f"DROP TABLE IF EXISTS {scratch}")  # a copy of the view: not left behind
         raise
 
 
@@ -304,14 +307,17 @@ def _is_missing_table(error: BaseException) -> bool:
 
 
 def _scratch_tables(db: Db) -> list[str]:
-    """Return the rebuild tables in the store: under way, or left by a rebuild that died."""
+    """Return the rebuild tables in the store: under way, or left by a rebuild that died.
+
+    Also the one scratch table of earlier versions (`..._rebuild`, no suffix).
+    """
     if db.dialect is Dialect.POSTGRES:
         sql = "SELECT tablename AS name FROM pg_tables WHERE schemaname = current_schema()"
     else:
         sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
     with db.transaction(commit=False) as c:
         c.execute(sql)
-        return [r["name"] for r in c.fetchall() if r["name"].startswith(_REBUILD)]
+        return [r["name"] for r in c.fetchall() if r["name"].startswith(_REBUILD.rstrip("_"))]
 
 
 def _table_exists(db: Db, table: str) -> bool:

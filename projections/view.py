@@ -380,8 +380,10 @@ class ViewRecorder(SQLiteApplicationRecorder, ViewKeeper):
     def _check_reads(self, c: SQLiteCursor, save: Save) -> None:
         """Refuse the save (a conflict) if an aggregate its mutation read has moved on since.
 
-        Under the write lock: no other writer can move one between this look and the commit.
-        A save of no events (a mutation that wrote nothing) commits nothing and checks nothing.
+        In the commit's own transaction: a write from another connection landing between this
+        look and the commit makes the commit fail (SQLite's WAL snapshot: "database is locked",
+        and the group commit tries it all again), so none slips in unseen. A save of no events
+        (a mutation that wrote nothing) commits nothing and checks nothing.
         """
         if not save.events:
             return

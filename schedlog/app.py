@@ -265,6 +265,14 @@ class App(Audit):
         """Return running actions whose lease ran out on a node not seen since (S19)."""
         return self.store.expired_claims(now_ms)
 
+    def resubmit_unsure_claims(self, now_ms: int) -> int:
+        """Hand the timer again this node's landed claims not run yet (see the runner's)."""
+        jobs = self._runner.unsure_claims_landed()
+        if jobs and self._timer is not None:
+            with contextlib.suppress(pykka.ActorDeadError):
+                self._timer.tell(JobsScheduled(tuple(DueJob(now_ms, 0, j) for j in jobs)))
+        return len(jobs)
+
     def store_reachable(self, *, ok: bool, now_ms: int) -> None:
         """Track how long the store has been unreachable (see `store_outage_ms`)."""
         if ok:

@@ -437,9 +437,9 @@ def run_mutation_now(
         )
         result = registered.fn(ctx, *args, **kwargs)
         reads = ctx.reads
-        if caller_id is not None:  # an action's: its jobs are its (S21)
-            scheduler = ctx.scheduler
-            assert isinstance(scheduler, _MutationScheduler)  # noqa: S101
+        scheduler = ctx.scheduler
+        assert isinstance(scheduler, _MutationScheduler)  # noqa: S101
+        if caller_id is not None and scheduler.born:  # an action's: its jobs are its (S21)
             reads = {**reads, **born_under(core, caller_id, scheduler.born)}
         try:
             core.save(*ctx.staged, reads=reads)

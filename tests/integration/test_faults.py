@@ -267,6 +267,60 @@ def test_a_chunk_claim_whose_commit_answer_is_lost_runs_each_once_s17(
         app.close()
 
 
+def test_a_lost_claim_answer_whose_retry_comes_in_a_batch_runs_once_s17(
+    clock: FakeClock, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an outage the retry often arrives in a backlog: the batch dropped it, not pending."""
+    app = App(store=store_url, clock=clock, max_concurrency=1)
+    ran: list[int] = []
+
+    @app.action(name="io:send")
+    def send(ctx, n: int) -> None:
+        del ctx
+        ran.append(n)
+
+    try:
+        lost = lost_answer(app, monkeypatch, reads_fail=1)
+        job = app.scheduler.run_after(0, send, 0)
+        app.start()
+        app.wait_until_idle()
+        assert state(app, job) == "inProgress"  # landed, its answer lost, not run yet
+        for n in range(1, 6):
+            app.scheduler.run_at(T0 + 450, send, n)
+        clock.advance(1_000)  # its retry (+500) and the others (+450): a backlog, a batch
+        app.wait_until_idle()
+        assert len(lost) == 2
+        assert sorted(ran) == list(range(6))
+        assert types(app, job) == ["Scheduled", "Started", "Completed"]
+        assert app._runner._unsure == {}
+    finally:
+        app.close()
+
+
+def test_a_lost_claim_answer_whose_retry_was_dropped_is_run_by_recovery_s17_s19(
+    app: App,
+) -> None:
+    """The retry the runner asks for can be lost (the timer could not read its due index in
+    the same outage); the job, in progress in the view, was never looked at again."""
+    ran: list[str] = []
+
+    @app.action(name="io:send")
+    def send(ctx) -> None:
+        ran.append(ctx.job_id)
+
+    job_id = app.scheduler.run_after(60_000, send)
+    app.start()
+    job = app.load_job(job_id)
+    assert job is not None
+    job.start(app.node_id, T0, T0 + app.lease_ms)  # the claim, as the runner makes it
+    app.save(job)
+    app._runner._unsure[job_id] = (job.version, job.started_at_ms)  # its answer was lost
+    app.wait_until_idle()  # which runs a recovery pass (as each heartbeat does)
+    assert ran == [job_id]
+    assert types(app, job_id) == ["Scheduled", "Started", "Completed"]
+    assert app._runner._unsure == {}
+
+
 def test_an_outcome_that_cannot_be_saved_is_recorded_as_a_failure_s17(
     app: App, monkeypatch: pytest.MonkeyPatch
 ) -> None:

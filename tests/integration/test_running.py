@@ -435,6 +435,61 @@ def test_run_mutation_runs_again_when_what_it_read_changed_s14(app: App) -> None
     assert balance(app, copied.id) == 7
 
 
+def test_reads_are_checked_against_the_saves_before_them_in_one_group_s14(app: App) -> None:
+    """A group commit of: a save writing X; one that read X before that write (it conflicts);
+    and one whose reads nobody in the group wrote (it commits, on PostgreSQL in the same
+    transaction as the first: a group is split only when a save read what one before it
+    writes)."""
+    from eventsourcing.persistence import IntegrityError
+
+    from schedlog.projections.group_commit import Save
+    from schedlog.projections.view import READ_CONFLICT, READ_VERSIONS
+
+    x, y, z, w = Account("x"), Account("y"), Account("z"), Account("w")
+    app.save(x, y, z, w)
+    recorder = app.store.view_recorder
+    mapper = app.store.mapper
+
+    def save_of(aggregate: Any, reads: dict[Any, int]) -> Save:
+        events = [mapper.to_stored_event(e) for e in aggregate.collect_events()]
+        return Save(events, {READ_VERSIONS: reads} if reads else {})
+
+    x_before = x.version
+    x.deposit(5)
+    y.deposit(1)
+    z.deposit(2)
+    group = [
+        save_of(x, {}),
+        save_of(y, {x.id: x_before}),  # read X before the first save's write
+        save_of(z, {w.id: w.version}),  # read W, which nobody writes
+    ]
+    transactions: list[int] = []
+    together = getattr(recorder, "_commit_together", None)
+    if together is not None:  # PostgreSQL: count its transactions
+
+        def counted(saves: list[Save]) -> None:
+            transactions.append(len(saves))
+            together(saves)
+
+        recorder._commit_together = counted  # type: ignore[union-attr]
+    recorder._commit_group(group)
+    assert group[0].error is None
+    assert group[0].ids
+    assert isinstance(group[1].error, IntegrityError)
+    assert READ_CONFLICT in str(group[1].error)
+    assert group[2].error is None
+    assert group[2].ids
+    assert (balance(app, x.id), balance(app, y.id), balance(app, z.id)) == (5, 0, 2)
+    if together is not None:
+        assert transactions == [1, 1, 1]  # one by one: the second read what the first writes
+        transactions.clear()
+        z.deposit(3)
+        w.deposit(4)
+        recorder._commit_group([save_of(z, {y.id: y.version - 1}), save_of(w, {x.id: x.version})])
+        assert transactions == [2]  # independent reads: one transaction, one check
+        assert (balance(app, z.id), balance(app, w.id)) == (5, 4)
+
+
 def test_mutation_children_share_one_scheduled_time_s7(app: App, clock: FakeClock) -> None:
     @app.mutation(name="jobs:fan_out")
     def fan_out(ctx) -> None:
