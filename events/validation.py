@@ -34,14 +34,22 @@ _MAX_DEPTH = 250
 """How deep lists and dicts may nest in one argument: orjson refuses 255 levels in all."""
 
 
+def _shown(value: object) -> str:
+    """Return `repr(value)` for a message; an int too long to print is shown by its size."""
+    try:
+        return repr(value)
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        return f"an int of {value.bit_length() if isinstance(value, int) else '?'} bits"
+
+
 def _check_skew(due_ms: int, now_ms: int, field: str, value: object) -> int:
     if due_ms - now_ms > MAX_SKEW_MS:
         raise ScheduleValidationError(
-            f"{field}={value!r} is more than 5 years in the future", field=field, value=value
+            f"{field}={_shown(value)} is more than 5 years in the future", field=field, value=value
         )
     if now_ms - due_ms > MAX_SKEW_MS:
         raise ScheduleValidationError(
-            f"{field}={value!r} is more than 5 years in the past", field=field, value=value
+            f"{field}={_shown(value)} is more than 5 years in the past", field=field, value=value
         )
     return due_ms
 
@@ -53,7 +61,7 @@ def due_time_after(delay_ms: object, now_ms: int) -> int:
     """
     if isinstance(delay_ms, dt.timedelta):
         micros = delay_ms // dt.timedelta(microseconds=1)  # exact: no float rounding
-        delay: float = -(-micros // 1000)
+        delay: float = -(-micros // 1000) if micros >= 0 else -1  # -1 us is negative too
     elif isinstance(delay_ms, (int, float)) and not isinstance(delay_ms, bool):
         delay = delay_ms
     else:
@@ -79,15 +87,24 @@ def due_time_after(delay_ms: object, now_ms: int) -> int:
 def due_time_at(when: object, now_ms: int) -> int:
     """Return the due time of `run_at(when)` (S5, S6); a past time stays as given (due now)."""
     if isinstance(when, dt.datetime):
-        if when.tzinfo is None or when.tzinfo.utcoffset(when) is None:
+        try:
+            offset = None if when.tzinfo is None else when.tzinfo.utcoffset(when)
+            if offset is not None:
+                epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+                due = (when - epoch) // dt.timedelta(microseconds=1)
+        except Exception as error:  # a tzinfo of the caller's that misbehaves
+            raise ScheduleValidationError(
+                f"when has a tzinfo whose UTC offset cannot be used: {error!r}",
+                field="when",
+                value=when,
+            ) from error
+        if offset is None:
             raise ScheduleValidationError(
                 f"when must be a timezone-aware datetime, got the naive {when!r} "
                 "(ambiguous: attach a tzinfo such as datetime.UTC)",
                 field="when",
                 value=when,
             )
-        epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-        due = (when - epoch) // dt.timedelta(microseconds=1)
         return _check_skew(-(-due // 1000), now_ms, "when", when)
     if isinstance(when, (int, float)) and not isinstance(when, bool):
         if isinstance(when, float) and not math.isfinite(when):  # an int is (of any size)
@@ -119,7 +136,9 @@ def _copy(value: object, path: str, depth: int = 0) -> object:  # noqa: C901 - o
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:
             raise ArgsNotSerializableError(
-                f"{path} is an int out of the 64-bit range: {value!r}", field=path, value=value
+                f"{path} is an int out of the 64-bit range: {_shown(value)}",
+                field=path,
+                value=value,
             )
         return value
     if isinstance(value, float):
@@ -175,6 +194,13 @@ def check_args(
         a if type(a) in _SCALARS or _small_int(a) else _copy(a, _arg_path(i))
         for i, a in enumerate(args)
     ]
+    if set(kwargs) == _RESERVED_KEYS:  # stored as a dict: read back as the store's own tag
+        raise ArgsNotSerializableError(
+            "the keyword arguments are exactly '_type_' and '_data_', which the event store "
+            "reserves for its own tags; add or rename one",
+            field="kwargs",
+            value=None,
+        )
     copied_kwargs = {k: _copy(v, f"keyword argument {k!r}") for k, v in kwargs.items()}
     try:
         size = encoded_size(copied_args) + encoded_size(copied_kwargs)

@@ -81,7 +81,10 @@ def test_s4_delay_not_finite_is_refused(delay: float) -> None:
         due_time_after(delay, NOW)
 
 
-@pytest.mark.parametrize("delay", [-1, -0.5, -(10**30), dt.timedelta(milliseconds=-1)])
+@pytest.mark.parametrize(
+    "delay",
+    [-1, -0.5, -(10**30), dt.timedelta(milliseconds=-1), dt.timedelta(microseconds=-999)],
+)
 def test_s4_negative_delay_is_refused(delay: object) -> None:
     with pytest.raises(ScheduleValidationError, match="delay_ms must be >= 0"):
         due_time_after(delay, NOW)
@@ -140,6 +143,28 @@ class _NoOffset(dt.tzinfo):
 def test_s5_datetime_whose_tzinfo_has_no_offset_is_naive_and_refused() -> None:
     with pytest.raises(ScheduleValidationError, match="timezone-aware"):
         due_time_at(dt.datetime(2027, 1, 1, tzinfo=_NoOffset()), NOW)
+
+
+class _Broken(dt.tzinfo):
+    def __init__(self, offset: object) -> None:
+        self.offset = offset
+
+    def utcoffset(self, _when: dt.datetime | None) -> dt.timedelta | None:
+        if isinstance(self.offset, Exception):
+            raise self.offset
+        return self.offset  # type: ignore[return-value]
+
+    def dst(self, _when: dt.datetime | None) -> dt.timedelta | None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "offset", [RuntimeError("boom"), "+01:00", dt.timedelta(hours=25)], ids=["raises", "str", "25h"]
+)
+def test_s5_a_tzinfo_that_misbehaves_is_refused_by_name(offset: object) -> None:
+    """Its error escaped run_at as a bare RuntimeError, TypeError or ValueError."""
+    with pytest.raises(ScheduleValidationError, match="tzinfo whose UTC offset cannot be used"):
+        due_time_at(dt.datetime(2027, 1, 1, tzinfo=_Broken(offset)), NOW)
 
 
 @pytest.mark.parametrize("when", [True, "2027-01-01", None, dt.date(2027, 1, 1), [NOW]])
@@ -461,3 +486,22 @@ def test_schedule_validation_errors_are_value_errors() -> None:
 def test_s6_ints_too_large_for_a_float_are_refused_by_the_skew_limit(call, message: str) -> None:
     with pytest.raises(ScheduleValidationError, match=message):
         call()
+
+
+def test_s6_s9_an_int_too_long_to_print_is_named_by_its_size() -> None:
+    """repr() of an int over 4,300 digits raises: the error message itself crashed."""
+    huge = 10**5000
+    with pytest.raises(ScheduleValidationError, match="an int of 16610 bits is more than 5"):
+        due_time_after(huge, NOW)
+    with pytest.raises(ScheduleValidationError, match="an int of 16610 bits is more than 5"):
+        due_time_at(huge, NOW)
+    with pytest.raises(ArgsNotSerializableError, match="64-bit range: an int of 16610 bits"):
+        check_args([huge], {})
+
+
+def test_s9_keyword_arguments_that_are_exactly_the_store_s_tags_are_refused() -> None:
+    """Stored as a dict, they read back as the store's own tag: a job no one could read."""
+    with pytest.raises(ArgsNotSerializableError, match="reserves for its own tags") as e:
+        check_args([], {"_type_": "datetime_iso", "_data_": "x"})
+    assert e.value.field == "kwargs"
+    assert check_args([], {"_type_": "x", "_data_": 1, "more": 2})[1]["more"] == 2
