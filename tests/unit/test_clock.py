@@ -6,6 +6,8 @@ import threading
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from schedlog import SystemClock
 from schedlog.actors.ports import OwnThreadWaits
 from schedlog.actors.runner import JobRunner
@@ -65,3 +67,22 @@ def test_the_runner_waits_for_a_fake_clocks_wake_up_otherwise() -> None:
     clock.advance(1)
     waiter.join(5)
     assert result == [True]
+
+
+def test_the_wall_clock_s_waker_thread_ends_when_nothing_is_left_to_wake(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each App's clock kept its thread for good (15 Apps opened and closed: 15 threads)."""
+    import schedlog.clock as clock_module
+
+    monkeypatch.setattr(clock_module, "IDLE_EXIT_S", 0.0)
+    clock = clock_module.SystemClock()
+    for _ in range(2):  # and a later wake-up starts another one
+        fired = threading.Event()
+        clock.wake_at(clock.now_ms(), fired.set)
+        waker = clock._thread
+        assert waker is not None
+        assert fired.wait(5)
+        waker.join(5)
+        assert not waker.is_alive()
+        assert clock._thread is None
