@@ -172,6 +172,10 @@ class TimerActor(RuntimeActor):
         self._heap: list[DueJob] = []
         self._queued: set[str] = set()
         self._running: dict[str, DueJob] = {}  # as they were queued
+        self._retries: dict[str, DueJob] = {}
+        """Retries the executors asked for, kept in the heap whatever the window: most write
+        nothing (a read or a claim that met a store outage), so the due index still holds the
+        job at its old time, already read past; only the next full read (30 s) found it."""
         self._backing_off: dict[str, int] = {}  # running jobs waiting out a store outage
         self._idle: list[pykka.ActorRef[Any]] = []
         # The window holds every pending job whose (run_at, seq) is <= _boundary; None means
@@ -251,15 +255,17 @@ class TimerActor(RuntimeActor):
         self._running.pop(job_id, None)
         self._backing_off.pop(job_id, None)
         if retry is not None:
+            self._retries[job_id] = retry
             self._push(retry)
 
     def _push(self, job: DueJob) -> None:
         if job.job_id in self._queued or job.job_id in self._running:
             return
+        retry = job.job_id in self._retries
         if self._spread is not None and self._owner(job.job_id) != self._spread.node_id:
             # Another live node owns it: take it only if it is still waiting after the grace.
             job = DueJob(job.run_at + self._spread.grace_ms, job.seq, job.job_id)
-        if self._boundary is not None and (job.run_at, job.seq) <= self._boundary:
+        if retry or (self._boundary is not None and (job.run_at, job.seq) <= self._boundary):
             heapq.heappush(self._heap, job)
             self._queued.add(job.job_id)
 
@@ -316,7 +322,9 @@ class TimerActor(RuntimeActor):
             # The boundary may have moved down (more rows due than fit): forget what lies
             # past it, or jobs saved later in between would be skipped by `_push`.
             boundary = self._boundary
-            kept = [j for j in self._heap if (j.run_at, j.seq) <= boundary]
+            kept = [
+                j for j in self._heap if (j.run_at, j.seq) <= boundary or j.job_id in self._retries
+            ]
             if len(kept) != len(self._heap):
                 self._heap[:] = kept
                 heapq.heapify(self._heap)
@@ -335,6 +343,8 @@ class TimerActor(RuntimeActor):
             self._heap.clear()
             self._queued.clear()
             self._boundary = None  # the read below restarts, pushing each job by its new owner
+            for retry in list(self._retries.values()):
+                self._push(retry)
 
     def _pump(self) -> None:
         if not self._dispatching:
@@ -346,7 +356,9 @@ class TimerActor(RuntimeActor):
                 self._refresh_nodes(now)
             if self._boundary is None or now >= self._horizon_at:
                 self._read_window(now, restart=True)
-            elif self._truncated and (len(heap) < WINDOW // 4 or self._stealing(now)):
+            elif self._truncated and (
+                len(heap) - len(self._retries) < WINDOW // 4 or self._stealing(now)
+            ):  # the window's own jobs run low (retries, kept apart, do not count)
                 self._read_window(now, restart=False)
         except Exception:
             # The store is unavailable: keep what is queued, read again after a backoff.
@@ -399,6 +411,7 @@ class TimerActor(RuntimeActor):
         for unit in units[: len(idle)]:
             for job in unit:
                 self._queued.discard(job.job_id)
+                self._retries.pop(job.job_id, None)
                 self._running[job.job_id] = job
             early = len(unit) == 1 and unit[0].run_at > now
             # The executor reads it (an action: claims it) and waits, telling `BackingOff`.

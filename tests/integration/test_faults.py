@@ -379,6 +379,55 @@ def test_an_error_text_with_nul_or_a_lone_surrogate_is_kept_escaped_s1_s16(app: 
     assert error.startswith("ValueError: bad\\x00byte in report-\\udcff.csv")
 
 
+def test_a_retry_that_wrote_nothing_is_kept_past_a_full_window_s13(
+    clock: FakeClock, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More due jobs than the timer's window: a read that failed once gave a batch's jobs a
+    retry about 1 s later, which the timer dropped (past its window's boundary, while the due
+    index still held them at their old time, already read): they waited for the next full
+    read, 30 s later."""
+    import schedlog.actors.timer as timer_module
+
+    monkeypatch.setattr(timer_module, "WINDOW", 16)
+    app = App(store=store_url, clock=clock, max_concurrency=2)
+    ran: list[int] = []
+
+    @app.action(name="io:send")
+    def send(ctx, n: int) -> None:
+        del ctx
+        ran.append(n)
+
+    @app.mutation(name="io:fan_out")
+    def fan_out(ctx, n: int) -> None:
+        for i in range(n):
+            ctx.scheduler.run_after(0, send, i)
+
+    try:
+        app.run_mutation(fan_out, 60)
+        load_jobs = app.store.load_jobs
+        failed: list[int] = []
+
+        def fails_once(job_ids: Any) -> Any:
+            if not failed:
+                failed.append(len(job_ids))
+                locked = OperationalError(sqlite3.OperationalError("database is locked"))
+                raise StoreError(f"store error: {locked}") from locked
+            return load_jobs(job_ids)
+
+        monkeypatch.setattr(app.store, "load_jobs", fails_once)
+        monkeypatch.setattr("schedlog.actors.runner.backoff_ms", lambda *_: 1_000)
+        app.start()
+        clock.advance(100)  # a backlog: batches
+        app.wait_until_idle()
+        assert failed
+        assert len(ran) == 60 - failed[0]
+        clock.advance(1_000)  # their retry, well within the timer's 30 s full read
+        app.wait_until_idle()
+        assert sorted(ran) == list(range(60))
+    finally:
+        app.close()
+
+
 class Unencodable(Aggregate):
     @event("Tagged")
     def __init__(self, tags: set[int]) -> None:
