@@ -88,6 +88,9 @@ class BatchRunner(JobRunner):
         actions = _Chunks(self, decided)
         for job_id in job_ids:
             job = jobs.get(job_id)
+            if job is not None and job.next_run_ms > begun and self.is_unsure_claim(job_id):
+                decided[job_id] = DueJob(job.next_run_ms, 0, job_id)  # claimed ahead: not yet
+                continue
             if job is not None and self.take_unsure_claim(job):
                 actions.flush()  # the actions before it start first (S13)
                 self._act(job)  # this node's claim, landed though its answer was lost

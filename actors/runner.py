@@ -156,6 +156,7 @@ class JobRunner:
         """Told how long each action handed over early took to read and claim (the timer's)."""
         self.closing = threading.Event()
         self._unsure: dict[str, tuple[int, int | None]] = {}
+        self._unsure_lock = threading.Lock()  # executors and the recovery pass share it
         """Jobs whose claim's commit gave no answer (a store error): the version and start time
         it claimed them at, to recognise the claim as this node's if it landed after all."""
         clock = host.clock
@@ -175,7 +176,8 @@ class JobRunner:
         job = self._host.load_job(job_id)
         if job is not None and self.take_unsure_claim(job):
             # Its claim's commit landed though the answer was lost: it is this node's, not run.
-            return self._run_action(job, max(not_before, received), received, claimed=True)
+            start_at = max(not_before, received, job.next_run_ms)  # claimed ahead: not early
+            return self._run_action(job, start_at, received, claimed=True)
         if job is None or job.state is not JobState.PENDING:
             return None  # finished, canceled or claimed meanwhile
         start_at = max(not_before, self._host.clock.now_ms())
@@ -324,7 +326,8 @@ class JobRunner:
                 raise
             if self.claim_landed(job):  # the commit's answer was lost, not the commit
                 return True, None
-            self._unsure[job.job_id] = (job.version, job.started_at_ms)
+            with self._unsure_lock:
+                self._unsure[job.job_id] = (job.version, job.started_at_ms)
             return False, self.later(job.job_id, fault, job.attempt)  # not run: claim it later
         return True, None
 
@@ -334,25 +337,34 @@ class JobRunner:
         Those found otherwise (the claim did not land: still pending, for the timer's due
         index to find; or ended) are forgotten. One read each; a store still out: later.
         """
-        landed = []
-        for job_id, (version, started) in list(self._unsure.items()):
+        landed: list[str] = []
+        with self._unsure_lock:
+            unsure = list(self._unsure.items())
+        for job_id, claim in unsure:
             try:
                 job = self._host.load_job(job_id)
             except Exception:  # the store is still out: the next pass looks again
                 log.debug("job %s: cannot read it to settle its claim", job_id, exc_info=True)
-                continue
-            if job is not None and self._is_our_claim(job, version, started):
+                return landed
+            if job is not None and self._is_our_claim(job, *claim):
                 landed.append(job_id)
-            elif job is None or job.state is not JobState.PENDING or job.version != version - 1:
-                self._unsure.pop(job_id, None)
+            elif job is None or job.state is not JobState.PENDING or job.version != claim[0] - 1:
+                with self._unsure_lock:
+                    if self._unsure.get(job_id) == claim:  # not a newer claim's, made since
+                        del self._unsure[job_id]
         return landed
+
+    def is_unsure_claim(self, job_id: str) -> bool:
+        """Tell whether `job_id`'s last claim got no answer (it may have landed)."""
+        return job_id in self._unsure
 
     def take_unsure_claim(self, job: ScheduledFunction) -> bool:
         """Tell whether `job` (freshly read) is this node's claim whose answer was lost, not run.
 
         True at most once per claim (it is then this caller's to run).
         """
-        claim = self._unsure.pop(job.job_id, None)
+        with self._unsure_lock:
+            claim = self._unsure.pop(job.job_id, None)
         return claim is not None and self._is_our_claim(job, *claim)
 
     def claim_landed(self, job: ScheduledFunction) -> bool:

@@ -339,7 +339,9 @@ class TimerActor(RuntimeActor):
 
     def _refresh_nodes(self, now: int) -> None:
         """Re-read the live nodes; if they changed, who owns which job did: read the window anew."""
-        if self._live_nodes(now) != self._nodes:
+        nodes = self._live_nodes(now)
+        if nodes != self._nodes:
+            self._nodes = nodes  # before the retries are pushed again by their new owner
             self._heap.clear()
             self._queued.clear()
             self._boundary = None  # the read below restarts, pushing each job by its new owner
@@ -357,8 +359,10 @@ class TimerActor(RuntimeActor):
             if self._boundary is None or now >= self._horizon_at:
                 self._read_window(now, restart=True)
             elif self._truncated and (
-                len(heap) - len(self._retries) < WINDOW // 4 or self._stealing(now)
-            ):  # the window's own jobs run low (retries, kept apart, do not count)
+                len(heap) - min(len(self._retries), WINDOW) < WINDOW // 4 or self._stealing(now)
+            ):  # the window's own jobs run low (retries, kept apart, count past WINDOW: in a
+                # long write outage every job dispatched comes back a retry, and the heap
+                # would otherwise take in the whole backlog)
                 self._read_window(now, restart=False)
         except Exception:
             # The store is unavailable: keep what is queued, read again after a backoff.

@@ -67,17 +67,17 @@ def due_time_after(delay_ms: object, now_ms: int) -> int:
     else:
         raise ScheduleValidationError(
             "delay_ms must be an int, a float or a timedelta, "
-            f"got {type(delay_ms).__name__} {delay_ms!r}",
+            f"got {type(delay_ms).__name__} {_shown(delay_ms)}",
             field="delay_ms",
             value=delay_ms,
         )
     if not isinstance(delay, int) and not math.isfinite(delay):  # an int is (of any size)
         raise ScheduleValidationError(
-            f"delay_ms must be finite, got {delay_ms!r}", field="delay_ms", value=delay_ms
+            f"delay_ms must be finite, got {_shown(delay_ms)}", field="delay_ms", value=delay_ms
         )
     if delay < 0:
         raise ScheduleValidationError(
-            f"delay_ms must be >= 0, got {delay_ms!r}", field="delay_ms", value=delay_ms
+            f"delay_ms must be >= 0, got {_shown(delay_ms)}", field="delay_ms", value=delay_ms
         )
     if delay > 2 * MAX_SKEW_MS:  # keeps the int conversion below cheap and exact
         return _check_skew(now_ms + 2 * MAX_SKEW_MS, now_ms, "delay_ms", delay_ms)
@@ -100,7 +100,7 @@ def due_time_at(when: object, now_ms: int) -> int:
             ) from error
         if offset is None:
             raise ScheduleValidationError(
-                f"when must be a timezone-aware datetime, got the naive {when!r} "
+                f"when must be a timezone-aware datetime, got the naive {_shown(when)} "
                 "(ambiguous: attach a tzinfo such as datetime.UTC)",
                 field="when",
                 value=when,
@@ -109,7 +109,7 @@ def due_time_at(when: object, now_ms: int) -> int:
     if isinstance(when, (int, float)) and not isinstance(when, bool):
         if isinstance(when, float) and not math.isfinite(when):  # an int is (of any size)
             raise ScheduleValidationError(
-                f"when must be finite, got {when!r}", field="when", value=when
+                f"when must be finite, got {_shown(when)}", field="when", value=when
             )
         if abs(when - now_ms) > 2 * MAX_SKEW_MS:  # exact for ints too big for a float
             beyond = 2 * MAX_SKEW_MS if when > now_ms else -2 * MAX_SKEW_MS
@@ -117,7 +117,7 @@ def due_time_at(when: object, now_ms: int) -> int:
         return _check_skew(math.ceil(when), now_ms, "when", when)
     raise ScheduleValidationError(
         "when must be epoch milliseconds (int or float) or a timezone-aware datetime, "
-        f"got {type(when).__name__} {when!r}",
+        f"got {type(when).__name__} {_shown(when)}",
         field="when",
         value=when,
     )
@@ -144,7 +144,7 @@ def _copy(value: object, path: str, depth: int = 0) -> object:  # noqa: C901 - o
     if isinstance(value, float):
         if not math.isfinite(value):
             raise ArgsNotSerializableError(
-                f"{path} is not a finite float: {value!r}", field=path, value=value
+                f"{path} is not a finite float: {_shown(value)}", field=path, value=value
             )
         return value
     if isinstance(value, list):
@@ -161,9 +161,9 @@ def _copy(value: object, path: str, depth: int = 0) -> object:  # noqa: C901 - o
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ArgsNotSerializableError(
-                    f"{path} has a key that is not a str: {key!r}", field=path, value=value
+                    f"{path} has a key that is not a str: {_shown(key)}", field=path, value=value
                 )
-            copied[key] = _copy(item, f"{path}[{key!r}]", depth + 1)
+            copied[key] = _copy(item, f"{path}[{_shown(key)}]", depth + 1)
         return copied
     hint = " (it would come back as a list; pass a list)" if isinstance(value, tuple) else ""
     raise ArgsNotSerializableError(

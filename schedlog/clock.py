@@ -20,16 +20,21 @@ log = logging.getLogger(__name__)
 
 
 class _Entry:
-    __slots__ = ("callback", "canceled", "deadline_ms")
+    __slots__ = ("callback", "canceled", "cond", "deadline_ms")
 
-    def __init__(self, deadline_ms: int, callback: Callable[[], None]) -> None:
+    def __init__(
+        self, deadline_ms: int, callback: Callable[[], None], cond: threading.Condition
+    ) -> None:
         self.deadline_ms = deadline_ms
         self.callback: Callable[[], None] | None = callback
         self.canceled = False
+        self.cond = cond
 
     def cancel(self) -> None:
         self.canceled = True
         self.callback = None
+        with self.cond:  # the waker drops it now, and ends if nothing else is left
+            self.cond.notify()
 
 
 IDLE_EXIT_S = 1.0
@@ -67,14 +72,13 @@ class SystemClock:
 
     def wake_at(self, deadline_ms: int, callback: Callable[[], None]) -> Wakeup:
         """Call `callback` from the waker thread once `now_ms() >= deadline_ms`."""
-        entry = _Entry(deadline_ms, callback)
+        entry = _Entry(deadline_ms, callback, self._cond)
         with self._cond:
             heapq.heappush(self._heap, (deadline_ms, next(self._counter), entry))
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="schedlog-clock", daemon=True
-                )
-                self._thread.start()
+                waker = threading.Thread(target=self._run, name="schedlog-clock", daemon=True)
+                waker.start()  # kept only once started: a failed start is tried again next time
+                self._thread = waker
             self._cond.notify()
         return entry
 

@@ -78,11 +78,23 @@ def test_the_wall_clock_s_waker_thread_ends_when_nothing_is_left_to_wake(
     monkeypatch.setattr(clock_module, "IDLE_EXIT_S", 0.0)
     clock = clock_module.SystemClock()
     for _ in range(2):  # and a later wake-up starts another one
-        fired = threading.Event()
-        clock.wake_at(clock.now_ms(), fired.set)
+        fired, seen = threading.Event(), threading.Event()
+
+        def on_wake(fired: threading.Event = fired, seen: threading.Event = seen) -> None:
+            fired.set()
+            assert seen.wait(5)  # the waker cannot end before the test has looked at it
+
+        clock.wake_at(clock.now_ms(), on_wake)
         waker = clock._thread
+        seen.set()
         assert waker is not None
         assert fired.wait(5)
         waker.join(5)
         assert not waker.is_alive()
         assert clock._thread is None
+    far = clock.wake_at(clock.now_ms() + 3_600_000, lambda: None)  # an hour away
+    waker = clock._thread
+    assert waker is not None
+    far.cancel()  # a closed App cancels its wake-ups: the waker ends now, not in an hour
+    waker.join(5)
+    assert not waker.is_alive()

@@ -497,6 +497,10 @@ def test_s6_s9_an_int_too_long_to_print_is_named_by_its_size() -> None:
         due_time_at(huge, NOW)
     with pytest.raises(ArgsNotSerializableError, match="64-bit range: an int of 16610 bits"):
         check_args([huge], {})
+    with pytest.raises(ScheduleValidationError, match=">= 0, got an int of 16610 bits"):
+        due_time_after(-huge, NOW)
+    with pytest.raises(ArgsNotSerializableError, match="key that is not a str: an int of 16610"):
+        check_args([{huge: 1}], {})
 
 
 def test_s9_keyword_arguments_that_are_exactly_the_store_s_tags_are_refused() -> None:
