@@ -264,13 +264,14 @@ class BatchRunner(JobRunner):
         earliest version any of them read it at.
         """
         reads: dict[UUID, int] = {}
-        written: set[UUID] = set()
-        for _, staged, _, read in attempts:
-            if not written.isdisjoint(read):
-                return ConflictError("a mutation of the batch read what one before it writes")
-            for aggregate_id, version in read.items():
-                reads[aggregate_id] = min(version, reads.get(aggregate_id, version))
-            written.update(obj.id for obj in staged)
+        if any(attempt[3] for attempt in attempts):  # most mutations read nothing
+            written: set[UUID] = set()
+            for _, staged, _, read in attempts:
+                if not written.isdisjoint(read):
+                    return ConflictError("a mutation of the batch read what one before it writes")
+                for aggregate_id, version in read.items():
+                    reads[aggregate_id] = min(version, reads.get(aggregate_id, version))
+                written.update(obj.id for obj in staged)
         objs = [obj for _, staged, _, _ in attempts for obj in staged]
         pending = [(obj, list(obj.pending_events)) for obj in objs]
         try:

@@ -363,6 +363,8 @@ class JobRunner:
 
         True at most once per claim (it is then this caller's to run).
         """
+        if not self._unsure:  # nearly always: no lock taken for a backlog's every job
+            return False
         with self._unsure_lock:
             claim = self._unsure.pop(job.job_id, None)
         return claim is not None and self._is_our_claim(job, *claim)
