@@ -88,10 +88,10 @@ class BatchRunner(JobRunner):
         actions = _Chunks(self, decided)
         for job_id in job_ids:
             job = jobs.get(job_id)
-            if job is not None and job.next_run_ms > begun and self.is_unsure_claim(job_id):
+            if job is not None and job.next_run_ms > begun and self.unsure.holds(job_id):
                 decided[job_id] = DueJob(job.next_run_ms, 0, job_id)  # claimed ahead: not yet
                 continue
-            if job is not None and self.take_unsure_claim(job):
+            if job is not None and self.unsure.take(job):
                 actions.flush()  # the actions before it start first (S13)
                 self._act(job)  # this node's claim, landed though its answer was lost
                 actions.previous.append(job)  # its outcome goes with the next save
@@ -188,7 +188,7 @@ class BatchRunner(JobRunner):
         """Claim `job` on a fresh read; return it if claimed (else say in `decided` what next)."""
         try:
             fresh = self._host.load_job(job.job_id)
-            if fresh is not None and self._is_our_claim(fresh, job.version, job.started_at_ms):
+            if fresh is not None and self.is_our_claim(fresh, job):
                 return fresh  # the chunk's claim landed though its answer was lost
             if fresh is None or fresh.state is not JobState.PENDING:
                 decided[job.job_id] = None

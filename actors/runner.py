@@ -18,6 +18,7 @@ from uuid import UUID
 
 from schedlog.actors.ports import OwnThreadWaits
 from schedlog.actors.retry import Fault, backoff_ms, classify
+from schedlog.actors.unsure import UnsureClaims, is_claim
 from schedlog.events import ConflictError, FunctionKind, JobState, Outcome, ScheduledFunction
 from schedlog.projections.queries import DueJob
 
@@ -155,8 +156,8 @@ class JobRunner:
         self.lead = lead
         """Told how long each action handed over early took to read and claim (the timer's)."""
         self.closing = threading.Event()
-        self._unsure: dict[str, tuple[int, int | None]] = {}
-        self._unsure_lock = threading.Lock()  # executors and the recovery pass share it
+        self.unsure = UnsureClaims(lambda: host.node_id)
+        """Claims whose save raised a store error: they may have landed (see `UnsureClaims`)."""
         """Jobs whose claim's commit gave no answer (a store error): the version and start time
         it claimed them at, to recognise the claim as this node's if it landed after all."""
         clock = host.clock
@@ -174,7 +175,7 @@ class JobRunner:
         """
         received = self._host.clock.now_ms()
         job = self._host.load_job(job_id)
-        if job is not None and self.take_unsure_claim(job):
+        if job is not None and self.unsure.take(job):
             # Its claim's commit landed though the answer was lost: it is this node's, not run.
             start_at = max(not_before, received, job.next_run_ms)  # claimed ahead: not early
             return self._run_action(job, start_at, received, claimed=True)
@@ -326,48 +327,9 @@ class JobRunner:
                 raise
             if self.claim_landed(job):  # the commit's answer was lost, not the commit
                 return True, None
-            with self._unsure_lock:
-                self._unsure[job.job_id] = (job.version, job.started_at_ms)
+            self.unsure.note(job)
             return False, self.later(job.job_id, fault, job.attempt)  # not run: claim it later
         return True, None
-
-    def unsure_claims_landed(self) -> list[str]:
-        """Return the jobs whose claim's answer was lost and that this node holds, not run.
-
-        Those found otherwise (the claim did not land: still pending, for the timer's due
-        index to find; or ended) are forgotten. One read each; a store still out: later.
-        """
-        landed: list[str] = []
-        with self._unsure_lock:
-            unsure = list(self._unsure.items())
-        for job_id, claim in unsure:
-            try:
-                job = self._host.load_job(job_id)
-            except Exception:  # the store is still out: the next pass looks again
-                log.debug("job %s: cannot read it to settle its claim", job_id, exc_info=True)
-                return landed
-            if job is not None and self._is_our_claim(job, *claim):
-                landed.append(job_id)
-            elif job is None or job.state is not JobState.PENDING or job.version != claim[0] - 1:
-                with self._unsure_lock:
-                    if self._unsure.get(job_id) == claim:  # not a newer claim's, made since
-                        del self._unsure[job_id]
-        return landed
-
-    def is_unsure_claim(self, job_id: str) -> bool:
-        """Tell whether `job_id`'s last claim got no answer (it may have landed)."""
-        return job_id in self._unsure
-
-    def take_unsure_claim(self, job: ScheduledFunction) -> bool:
-        """Tell whether `job` (freshly read) is this node's claim whose answer was lost, not run.
-
-        True at most once per claim (it is then this caller's to run).
-        """
-        if not self._unsure:  # nearly always: no lock taken for a backlog's every job
-            return False
-        with self._unsure_lock:
-            claim = self._unsure.pop(job.job_id, None)
-        return claim is not None and self._is_our_claim(job, *claim)
 
     def claim_landed(self, job: ScheduledFunction) -> bool:
         """Tell whether `job`'s claim, whose save raised a store error, is in the store."""
@@ -376,16 +338,11 @@ class JobRunner:
         except Exception:  # the store is still out: `run` looks again later
             log.debug("job %s: cannot read it after its claim failed", job.job_id, exc_info=True)
             return False
-        return fresh is not None and self._is_our_claim(fresh, job.version, job.started_at_ms)
+        return fresh is not None and self.is_our_claim(fresh, job)
 
-    def _is_our_claim(self, job: ScheduledFunction, version: int, started: int | None) -> bool:
-        """Tell whether `job` (freshly read) is still just as this node claimed it, not run."""
-        return (
-            job.state is JobState.IN_PROGRESS
-            and job.version == version
-            and job.node_id == self._host.node_id
-            and job.started_at_ms == started
-        )
+    def is_our_claim(self, fresh: ScheduledFunction, claimed: ScheduledFunction) -> bool:
+        """Tell whether `fresh` is just as this node's claim `claimed` left it, not run."""
+        return is_claim(fresh, self._host.node_id, claimed.version, claimed.started_at_ms)
 
     def _act(self, job: ScheduledFunction, not_before: int = 0) -> None:
         """Run a claimed action and leave its `Completed` pending.

@@ -267,7 +267,7 @@ class App(Audit):
 
     def resubmit_unsure_claims(self, now_ms: int) -> int:
         """Hand the timer again this node's landed claims not run yet (see the runner's)."""
-        jobs = self._runner.unsure_claims_landed()
+        jobs = self._runner.unsure.landed(self.load_job)
         if jobs and self._timer is not None:
             with contextlib.suppress(pykka.ActorDeadError):
                 self._timer.tell(JobsScheduled(tuple(DueJob(now_ms, 0, j) for j in jobs)))

@@ -292,7 +292,7 @@ def test_a_lost_claim_answer_whose_retry_comes_in_a_batch_runs_once_s17(
         assert len(lost) == 2
         assert sorted(ran) == list(range(6))
         assert types(app, job) == ["Scheduled", "Started", "Completed"]
-        assert app._runner._unsure == {}
+        assert app._runner.unsure.entries == {}
     finally:
         app.close()
 
@@ -314,14 +314,14 @@ def test_a_lost_claim_answer_whose_retry_was_dropped_is_run_by_recovery_s17_s19(
     assert job is not None
     job.start(app.node_id, T0, T0 + app.lease_ms)  # the claim, as the runner makes it
     app.save(job)
-    app._runner._unsure[job_id] = (job.version, job.started_at_ms)  # its answer was lost
+    app._runner.unsure.entries[job_id] = (job.version, job.started_at_ms)  # its answer was lost
     app.wait_until_idle()  # which runs a recovery pass (as each heartbeat does)
     assert ran == []  # claimed ahead of its due time: handed over, it waits for it
     clock.advance(60_000)
     app.wait_until_idle()
     assert ran == [job_id]
     assert types(app, job_id) == ["Scheduled", "Started", "Completed"]
-    assert app._runner._unsure == {}
+    assert app._runner.unsure.entries == {}
 
 
 def test_an_outcome_that_cannot_be_saved_is_recorded_as_a_failure_s17(

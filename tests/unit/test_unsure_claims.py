@@ -36,16 +36,16 @@ def test_a_recovery_pass_keeps_a_newer_claim_made_while_it_read() -> None:
 
     def load_job(job_id: str) -> ScheduledFunction:
         del job_id
-        runner._unsure[second.job_id] = (second.version, second.started_at_ms)  # meanwhile
+        runner.unsure.entries[second.job_id] = (second.version, second.started_at_ms)  # meanwhile
         return second
 
     host: Any = SimpleNamespace(clock=FakeClock(T0), node_id="node-a", load_job=load_job)
     runner = JobRunner(host)
-    runner._unsure[second.job_id] = (first.version, first.started_at_ms)
-    assert runner.unsure_claims_landed() == []  # the copy it read is not what the store holds
-    assert runner._unsure == {second.job_id: (second.version, second.started_at_ms)}
-    assert runner.take_unsure_claim(second)  # so the retry still runs it
-    assert not runner.take_unsure_claim(second)  # once
+    runner.unsure.entries[second.job_id] = (first.version, first.started_at_ms)
+    assert runner.unsure.landed(load_job) == []  # the copy it read is not what the store holds
+    assert runner.unsure.entries == {second.job_id: (second.version, second.started_at_ms)}
+    assert runner.unsure.take(second)  # so the retry still runs it
+    assert not runner.unsure.take(second)  # once
 
 
 def test_a_recovery_pass_stops_at_the_first_read_that_fails() -> None:
@@ -58,7 +58,7 @@ def test_a_recovery_pass_stops_at_the_first_read_that_fails() -> None:
     host: Any = SimpleNamespace(clock=FakeClock(T0), node_id="node-a", load_job=load_job)
     runner = JobRunner(host)
     for n in range(50):
-        runner._unsure[f"job-{n}"] = (2, T0)
-    assert runner.unsure_claims_landed() == []
+        runner.unsure.entries[f"job-{n}"] = (2, T0)
+    assert runner.unsure.landed(load_job) == []
     assert len(reads) == 1  # not 50 reads of a store that is out, before the next heartbeat
-    assert len(runner._unsure) == 50
+    assert len(runner.unsure.entries) == 50
