@@ -164,3 +164,49 @@ def test_with_one_idle_executor_the_lead_is_lead_ms() -> None:
     assert [r.told for r in refs] == [[]]  # more than LEAD_MS ahead: not yet
     refs = _dispatch(FakeClock(T0), Source(soon), executors=2, lead=_lead(20))
     assert sorted(unit for r in refs for unit in r.told) == [("job-1",)]
+
+
+def test_retries_are_kept_but_a_write_outage_cannot_pull_the_backlog_into_memory() -> None:
+    """Every claim meets a write outage: each job dispatched comes back a retry (in 1 s)."""
+    from schedlog.actors.messages import JobsFinished
+    from schedlog.actors.timer import WINDOW
+
+    clock = FakeClock(T0)
+    timer = TimerActor(clock, Source(_jobs(3 * WINDOW, T0 - 1_000)))
+    refs = [Executor() for _ in range(2)]
+    timer.add_executors(refs)  # type: ignore[arg-type]
+    while any(r.told for r in refs):
+        for ref in refs:
+            while ref.told:
+                ids = ref.told.pop(0)
+                retries = tuple((j, DueJob(clock.now_ms() + 1_000, 0, j)) for j in ids)
+                timer.on_receive(JobsFinished(retries, ref))  # type: ignore[arg-type]
+    assert len(timer._retries) == len(timer._heap) == 2 * WINDOW  # not the 3,000 of the backlog
+    clock.advance(1_000)  # the store is back: the retries come due and start first
+    timer._pump()
+    assert all(r.told for r in refs)
+    timer.on_stop()
+
+
+def test_retries_are_pushed_again_by_their_new_owner_when_the_nodes_change() -> None:
+    """Node b died: node a owns b's job now; its retry kept b's 2 s grace (2,400 ms, not 400)."""
+    from schedlog.actors.messages import JobsFinished, Wake
+
+    nodes = ["node-a", "node-b"]
+    job = next(
+        f"job-{n}" for n in range(100) if zlib.crc32(f"job-{n}".encode()) % 2 == 1
+    )  # node-b's
+    source = Source([DueJob(T0 - 5_000, 1, job)], nodes=list(nodes))
+    clock = FakeClock(T0)
+    timer = TimerActor(clock, source, Spread("node-a", 2_000))
+    ref = Executor()
+    timer.add_executors([ref])  # type: ignore[list-item]
+    assert ref.told == [(job,)]  # it waited past the grace: node-a takes it
+    retry = DueJob(T0 + 500, 0, job)  # its claim met an outage
+    timer.on_receive(JobsFinished(((job, retry),), ref))  # type: ignore[arg-type]
+    assert [d.run_at for d in timer._heap] == [T0 + 500 + 2_000]  # still node-b's: the grace
+    source.nodes = ["node-a"]  # node-b's heartbeat stopped
+    clock.advance(100)
+    timer.on_receive(Wake())
+    assert [d.run_at for d in timer._heap] == [T0 + 500]  # node-a's own now: no grace
+    timer.on_stop()
