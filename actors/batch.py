@@ -23,6 +23,7 @@ from schedlog.actors.retry import Fault
 from schedlog.actors.runner import Attempt, JobRunner, completed_event
 from schedlog.events import ConflictError, FunctionKind, JobState, ScheduledFunction
 from schedlog.projections.queries import DueJob
+from schedlog.projections.reads import combined_reads
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -263,15 +264,13 @@ class BatchRunner(JobRunner):
         commit conflicts and it runs again, S14). Each aggregate read is checked at the
         earliest version any of them read it at.
         """
-        reads: dict[UUID, int] = {}
+        reads: dict[UUID, int] | None = {}
         if any(attempt[3] for attempt in attempts):  # most mutations read nothing
-            written: set[UUID] = set()
-            for _, staged, _, read in attempts:
-                if not written.isdisjoint(read):
-                    return ConflictError("a mutation of the batch read what one before it writes")
-                for aggregate_id, version in read.items():
-                    reads[aggregate_id] = min(version, reads.get(aggregate_id, version))
-                written.update(obj.id for obj in staged)
+            reads = combined_reads(
+                (read, (o.id for o in staged)) for _, staged, _, read in attempts
+            )
+            if reads is None:
+                return ConflictError("a mutation of the batch read what one before it writes")
         objs = [obj for _, staged, _, _ in attempts for obj in staged]
         pending = [(obj, list(obj.pending_events)) for obj in objs]
         try:

@@ -17,15 +17,10 @@ from psycopg.pq import TransactionStatus
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from schedlog.projections.group_commit import GroupCommit, Save
+from schedlog.projections.reads import READ_CONFLICT, combined_reads, read_versions
 from schedlog.projections.schema import POSITION, view_ddl
 from schedlog.projections.sql import Cur, Db, Dialect, bind_all
-from schedlog.projections.view import (
-    READ_CONFLICT,
-    SET_POSITION,
-    VIEW_NAME,
-    ViewKeeper,
-    read_versions,
-)
+from schedlog.projections.view import SET_POSITION, VIEW_NAME, ViewKeeper
 from schedlog.projections.writes import apply_changes, counts_statements, unread_statements
 
 if TYPE_CHECKING:
@@ -229,10 +224,7 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
         Each aggregate at the earliest version a save read it at; `_reads_independent` keeps
         out of one group a save that read what a save before it writes.
         """
-        reads: dict[Any, int] = {}
-        for save in group:
-            for aggregate_id, version in read_versions(save).items():
-                reads[aggregate_id] = min(version, reads.get(aggregate_id, version))
+        reads = _group_reads(group)
         if not reads:
             return ""
         pairs = bind_all(
@@ -337,17 +329,18 @@ class _SplitGroup(Exception):  # noqa: N818 - a signal, not an error
     """
 
 
-def _reads_independent(group: list[Save]) -> bool:
-    """Tell whether no save of the group read an aggregate that a save before it writes.
+def _group_reads(group: list[Save]) -> dict[Any, int] | None:
+    """Return the reads a group's one check covers (`combined_reads`; None: it cannot)."""
+    if not any(map(read_versions, group)):  # nearly always: no save's mutation read anything
+        return {}
+    return combined_reads(
+        (read_versions(save), (event.originator_id for event in save.events)) for save in group
+    )
 
-    Then one check of all their reads before the group's insert is each one's own check.
-    """
-    written: set[Any] = set()
-    for save in group:
-        if not written.isdisjoint(read_versions(save)):
-            return False
-        written.update(event.originator_id for event in save.events)
-    return True
+
+def _reads_independent(group: list[Save]) -> bool:
+    """Tell whether one check of all the group's reads is each save's own check."""
+    return _group_reads(group) is not None
 
 
 def _error_of(split: _SplitGroup) -> PersistenceError:

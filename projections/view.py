@@ -28,6 +28,7 @@ from eventsourcing.utils import get_topic
 
 from schedlog.events import ScheduledFunction
 from schedlog.projections.group_commit import GroupCommit, Save
+from schedlog.projections.reads import read_conflict, read_versions
 from schedlog.projections.rows import (
     Change,
     change_for,
@@ -46,8 +47,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "JOB_TOPIC_PREFIX",
-    "READ_CONFLICT",
-    "READ_VERSIONS",
     "SET_POSITION",
     "TABLE",
     "VIEW_EVENTS",
@@ -62,11 +61,6 @@ VIEW_NAME = "_scheduled_functions_v1"
 """The view's name in the position table."""
 VIEW_EVENTS = "schedlog_view_events"
 """The `save()` keyword that carries the domain events of the jobs being saved."""
-READ_VERSIONS = "schedlog_read_versions"
-"""The `save()` keyword that carries the versions a mutation read its aggregates at ({id: version},
-0 for one it found missing): the save conflicts if any of them has moved on since (S14)."""
-READ_CONFLICT = "schedlog read conflict"
-"""Starts the message of a save refused by its `READ_VERSIONS` (a version conflict, retried)."""
 JOB_TOPIC_PREFIX = get_topic(ScheduledFunction) + "."
 """Every event topic of the job aggregate starts with this; the view skips all others."""
 
@@ -74,19 +68,6 @@ SET_POSITION = (
     f"INSERT INTO {POSITION} (view, position) VALUES (?, ?) "  # noqa: S608
     "ON CONFLICT (view) DO UPDATE SET position = excluded.position"
 )
-
-
-def read_versions(save: Save) -> dict[Any, int]:
-    """Return the versions a save's mutation read its aggregates at (`READ_VERSIONS`), if any."""
-    return save.kwargs.get(READ_VERSIONS) or {}
-
-
-def read_conflict(originator_id: object, version: int) -> str:
-    """Return the message of a save whose mutation read `originator_id` at `version`, now stale."""
-    return (
-        f"{READ_CONFLICT}: aggregate {originator_id} has changed since the mutation read it "
-        f"(at version {version})"
-    )
 
 
 def _is_busy(error: BaseException) -> bool:

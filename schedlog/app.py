@@ -36,8 +36,8 @@ from schedlog.errors import (
 from schedlog.events import FunctionKind
 from schedlog.options import check_options, check_seconds
 from schedlog.projections.queries import DueJob, history_entries, job_key
+from schedlog.projections.reads import READ_VERSIONS
 from schedlog.projections.sql import Dialect
-from schedlog.projections.view import READ_VERSIONS
 from schedlog.registry import Registry
 from schedlog.shutdown import ACTOR_STOP_S, stop_actor, stop_executors
 from schedlog.store import ChangeListener, open_store

@@ -29,16 +29,11 @@ from eventsourcing.utils import get_topic
 from schedlog.errors import ConfigurationError, ConflictError, StoreError
 from schedlog.events import JobId, ScheduledFunction
 from schedlog.projections.queries import DueJob, ScheduledFunctions
+from schedlog.projections.reads import READ_CONFLICT
 from schedlog.projections.sql import Dialect, store_open
 from schedlog.projections.sqlite_store import SYNCHRONOUS_KEY
 from schedlog.projections.transcoder import OrjsonTranscoder
-from schedlog.projections.view import (
-    READ_CONFLICT,
-    TABLE,
-    VIEW_EVENTS,
-    ViewKeeper,
-    ViewRecorder,
-)
+from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewKeeper, ViewRecorder
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

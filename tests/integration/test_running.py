@@ -443,7 +443,7 @@ def test_reads_are_checked_against_the_saves_before_them_in_one_group_s14(app: A
     from eventsourcing.persistence import IntegrityError
 
     from schedlog.projections.group_commit import Save
-    from schedlog.projections.view import READ_CONFLICT, READ_VERSIONS
+    from schedlog.projections.reads import READ_CONFLICT, READ_VERSIONS
 
     x, y, z, w = Account("x"), Account("y"), Account("z"), Account("w")
     app.save(x, y, z, w)
