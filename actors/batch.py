@@ -172,7 +172,7 @@ class BatchRunner(JobRunner):
         """
         completed = [completed_event(job) for job in done]
         try:
-            self._host.save(*done, *(claims or ()))
+            self._save(*done, *(claims or ()))
         except Exception as error:
             log.debug(
                 "saving %d outcomes and %d claims failed (%s)", len(done), len(claims or ()), error
@@ -274,7 +274,7 @@ class BatchRunner(JobRunner):
         objs = [obj for _, staged, _, _ in attempts for obj in staged]
         pending = [(obj, list(obj.pending_events)) for obj in objs]
         try:
-            self._host.save(*objs, reads=reads)
+            self._save(*objs, reads=reads)
         except Exception as error:
             log.debug("committing %d mutations together failed (%s)", len(attempts), error)
             for obj, events in pending:  # the failed save took them

@@ -157,6 +157,11 @@ class JobRunner:
         """Told how long each action handed over early took to read and claim (the timer's)."""
         self.closing = threading.Event()
         self.unsure = UnsureClaims(lambda: host.node_id)
+        self._unsaved: dict[str, int] = {}
+        """Each job's tries in a row that could save nothing (a write outage): S15's n counts
+        them, written or not, so the backoff grows through an outage; forgotten once a save
+        lands."""
+        self._unsaved_lock = threading.Lock()
         """Claims whose save raised a store error: they may have landed (see `UnsureClaims`)."""
         """Jobs whose claim's commit gave no answer (a store error): the version and start time
         it claimed them at, to recognise the claim as this node's if it landed after all."""
@@ -193,9 +198,22 @@ class JobRunner:
         return self._run_mutation(job)
 
     def later(self, job_id: str, fault: Fault, attempt: int) -> DueJob:
-        """Return when to try `job_id` again after a `fault` (used when nothing could be saved)."""
-        delay = backoff_ms(fault, attempt, self._rng)
+        """Return when to try `job_id` again after a `fault` (used when nothing could be saved).
+
+        `attempt` is the job's written one; each try in a row that saved nothing adds one.
+        """
+        with self._unsaved_lock:
+            tries = self._unsaved.get(job_id, 0)
+            self._unsaved[job_id] = tries + 1
+        delay = backoff_ms(fault, attempt + tries, self._rng)
         return DueJob(self._host.clock.now_ms() + delay, 0, job_id)
+
+    def _save(self, *objs: Any, reads: Mapping[UUID, int] | None = None) -> None:
+        """Save through the host; a save that lands ends the write outage `later` counts."""
+        self._host.save(*objs, reads=reads)
+        if self._unsaved:
+            with self._unsaved_lock:
+                self._unsaved.clear()
 
     def _run_mutation(self, job: ScheduledFunction) -> DueJob | Future[DueJob | None] | None:
         attempt = self._attempt_mutation(job)
@@ -224,7 +242,7 @@ class JobRunner:
         reads: Mapping[UUID, int] | None = None,
     ) -> DueJob | None:
         try:
-            self._host.save(*objs, reads=reads)
+            self._save(*objs, reads=reads)
         except Exception as error:
             fault = classify(error)
             if fault is Fault.PERMANENT:
@@ -245,7 +263,7 @@ class JobRunner:
             job.start(self._host.node_id, started)
             job.complete(Outcome.FAILED, self._host.clock.now_ms(), describe_error(error))
             try:
-                self._host.save(job)
+                self._save(job)
             except ConflictError:
                 continue
             except Exception as again:
@@ -264,11 +282,12 @@ class JobRunner:
             next_run = now + backoff_ms(fault, job.attempt, self._rng)
             job.retry(at_ms=now, error=describe_error(error), next_run_ms=next_run)
             try:
-                self._host.save(job)
+                self._save(job)
             except ConflictError:
                 continue  # the job itself changed; look again
             except Exception:
                 log.warning("job %s: cannot record the retry; retrying anyway", job_id)
+                return self.later(job_id, fault, job.attempt - 1)  # its Retried is not saved
             log.info("job %s: %s; retry at %d", job_id, fault.value, next_run)
             return DueJob(next_run, 0, job_id)
 
@@ -318,7 +337,7 @@ class JobRunner:
         now = self._host.clock.now_ms()
         job.start(self._host.node_id, now, now + self._host.lease_ms)
         try:
-            self._host.save(job)
+            self._save(job)
         except ConflictError:
             return False, None
         except Exception as error:
@@ -396,7 +415,7 @@ class JobRunner:
     def _save_completed(self, job: ScheduledFunction) -> _Next:
         """Try to save a completed action once; say what to do next."""
         try:
-            self._host.save(job)
+            self._save(job)
         except ConflictError:
             return _Next.AGAIN
         except Exception as error:
@@ -421,7 +440,7 @@ class JobRunner:
                 return
             why = f"its outcome could not be saved: {describe_error(error)}"
             fresh.complete(Outcome.FAILED, self._host.clock.now_ms(), why)
-            self._host.save(fresh)
+            self._save(fresh)
         except Exception:
             log.exception("job %s: cannot record that its outcome was not saved", job_id)
 

@@ -513,3 +513,45 @@ def test_retry_jitter_is_seedable_for_reproducible_runs(app: App) -> None:
 
     expected = backoff_ms(Fault.CONFLICT, 1, random.Random(7))
     assert app._runner.later("x", Fault.CONFLICT, 1).run_at == T0 + expected
+
+
+def test_claims_that_save_nothing_back_off_longer_each_try_s15(
+    app: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write outage writes no `Retried`: S15's n still counts the tries, so the delay grows.
+
+    Before, every claim of an action (and every unrecorded retry of a mutation) in a long
+    outage was tried again within 0-1 s. Once a save lands, the count starts again.
+    """
+    ran: list[str] = []
+
+    @app.action(name="io:send")
+    def send(ctx) -> None:
+        ran.append(ctx.job_id)
+
+    failures = outage(app, monkeypatch, when=has(ScheduledFunction.Started), times=4)
+    attempts: list[int] = []
+
+    def spy(fault: object, attempt: int, rng: object) -> int:
+        del fault, rng
+        attempts.append(attempt)
+        return 500
+
+    monkeypatch.setattr("schedlog.actors.runner.backoff_ms", spy)
+    job = app.scheduler.run_after(0, send)
+    app.start()
+    app.wait_until_idle()
+    for _ in range(4):
+        clock.advance(1_000)
+        app.wait_until_idle()
+    assert failures == [1, 1, 1, 1]
+    assert attempts == [1, 2, 3, 4]
+    assert ran == [job]
+    failures[:] = [1, 1, 1]  # one failure left: the next claim's
+    again = app.scheduler.run_after(0, send)
+    app.wait_until_idle()
+    clock.advance(1_000)
+    app.wait_until_idle()
+    assert failures == [1, 1, 1, 1]
+    assert attempts == [1, 2, 3, 4, 1]  # the outage ended with the first claim that landed
+    assert ran == [job, again]

@@ -183,10 +183,10 @@ def test_a_slow_claim_makes_later_actions_go_over_earlier_s13_s17(
     slow_ms = LEAD_MS + 4
     lead = slow_ms + 2
 
-    def slow_save(*objs: Any) -> None:
+    def slow_save(*objs: Any, **kwargs: Any) -> None:
         if slow.is_set():
             clock.advance(slow_ms)  # the commit takes that long
-        save(*objs)
+        save(*objs, **kwargs)
 
     monkeypatch.setattr(app, "save", slow_save)
     try:
