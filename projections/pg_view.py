@@ -72,6 +72,11 @@ class PgViewRecorder(PostgresApplicationRecorder, ViewKeeper):
         super().__init__(datastore, **kwargs)
         self._group = GroupCommit(self._commit_group)
         schema = datastore.schema
+        # The library names the channel after the table alone: every schema's nodes would wake
+        # on every other schema's inserts. Its insert function, which NOTIFYs the old name,
+        # is not called (`insert_events` is ours); a channel name past 63 bytes is cut by
+        # PostgreSQL on both sides alike.
+        self.channel_name = f"{schema}.{self.events_table_name}"
         # What the library sends one statement at a time before an insert (the table lock,
         # then NOTIFY), with the schema and the view's position: one round trip per group.
         self._lock_and_position = SQL("; ").join(

@@ -67,3 +67,33 @@ def test_a_node_that_loses_the_race_for_the_librarys_type_tries_again(
     with pytest.raises(StoreError, match="permission denied"):
         App(store=pg_url(f"{pg_server}_{uuid.uuid4().hex[:10]}"))
     assert calls == ["create", "create", "fail"]
+
+
+def test_a_schemas_nodes_are_not_woken_by_another_schemas_writes(pg_server: str) -> None:
+    """Each schema has its own NOTIFY channel: the library's is named after the table alone,
+    so an idle node of one schema read its log on every write in every other schema."""
+    from schedlog import App
+    from schedlog.app import _channel_of
+    from schedlog.store import ChangeListener
+
+    ours = App(store=pg_url(f"{pg_server}_{uuid.uuid4().hex[:10]}"))
+    theirs = App(store=pg_url(f"{pg_server}_{uuid.uuid4().hex[:10]}"))
+    channel = _channel_of(ours.store.recorder)
+    listener = ChangeListener(ours.store_config, channel)
+    for app in (ours, theirs):
+        app.action(name="jobs:noop")(lambda _ctx: None)
+    try:
+        assert listener.wait(0) is True  # a fresh connection: LISTEN, and look at once
+        conn = listener._conn
+        theirs.scheduler.run_after(60_000, "jobs:noop")
+        # A marker sent after their commit by the listener itself: whatever their write
+        # notified on our channel would arrive before it (in commit order), without a wait.
+        conn.execute(f'NOTIFY "{channel}"')
+        heard = [n.pid for n in conn.notifies(timeout=10, stop_after=1)]
+        assert heard == [conn.info.backend_pid]
+        ours.scheduler.run_after(60_000, "jobs:noop")
+        assert listener.wait(10) is True  # our own writes still wake us
+    finally:
+        listener.close()
+        ours.close()
+        theirs.close()
