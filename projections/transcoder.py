@@ -25,6 +25,10 @@ __all__ = ["OrjsonTranscoder"]
 
 _SCALARS = frozenset({str, int, bool, type(None), dt.datetime})
 _TAG = b'"_type_"'
+_DIGITS = bytes.maketrans(b"012345678", b"999999999")
+_LONG_NUMBER = b"9" * 19
+"""19 digits in a row: maybe an int past 64 bits, which orjson reads as a float without a word
+(2**64 as 1.8446744073709552e+19). Such data goes to the stdlib, which reads it exactly."""
 
 
 def _plain(value: object) -> bool:
@@ -63,13 +67,14 @@ class OrjsonTranscoder(JSONTranscoder):
         """Decode what either transcoder wrote.
 
         An event whose only tagged value is its top-level timestamp (every job event whose
-        arguments hold no UUID or datetime) is read by orjson and that one value revived;
-        anything else by the library, which revives tags wherever they are.
+        arguments hold no UUID or datetime) and without 19 digits in a row is read by orjson
+        and that one value revived; anything else by the library, which revives tags wherever
+        they are and reads an int of any size as an int.
         """
-        if data.count(_TAG) == 1:
+        if data.count(_TAG) == 1 and _LONG_NUMBER not in data.translate(_DIGITS):
             try:
                 obj = orjson.loads(data)
-            except orjson.JSONDecodeError:  # NaN, an int past 64 bits: the stdlib reads them
+            except orjson.JSONDecodeError:  # NaN, say: the stdlib reads it
                 return super().decode(data)
             stamp = obj.get("timestamp") if type(obj) is dict else None
             if type(stamp) is dict and len(stamp) == 2 and "_data_" in stamp:  # noqa: PLR2004

@@ -117,13 +117,35 @@ def test_a_lone_surrogate_fails_as_the_library_fails() -> None:
         OURS.encode(state)
 
 
+@pytest.mark.parametrize("number", [2**64, 25 * 10**18 + 1, -(2**63) - 1, 10**40, -(10**40)])
+def test_an_int_past_64_bits_reads_back_as_that_int(number: int) -> None:
+    """orjson reads one as a float without a word (2**64 as 1.8446744073709552e+19): user
+    aggregates holding amounts in wei or satoshis came back rounded, as floats."""
+    state = {"timestamp": STAMP, "balance": number, "nested": [{"n": number}]}
+    for encoded in (OURS.encode(state), LIBRARY.encode(state)):
+        decoded = OURS.decode(encoded)
+        assert decoded == state
+        assert type(decoded["balance"]) is int
+        assert type(decoded["nested"][0]["n"]) is int
+
+
+_near_64_bits = st.integers(min_value=2**63 - 2, max_value=2**64 + 2) | st.integers(
+    min_value=-(2**64) - 2, max_value=-(2**63) + 2
+)
+
+
+def _containers(inner: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4)
+
+
 _json = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.integers()
+    | _near_64_bits
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    _containers,
     max_leaves=12,
 )
 
