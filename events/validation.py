@@ -123,7 +123,7 @@ def due_time_at(when: object, now_ms: int) -> int:
     )
 
 
-def _copy(value: object, path: str, depth: int = 0) -> object:  # noqa: C901 - one case per type
+def _copy(value: object, path: str, depth: int = 0) -> object:
     """Return a copy of `value` made only of the types S9 allows, or raise naming `path`."""
     if depth > _MAX_DEPTH:
         raise ArgsNotSerializableError(
@@ -131,22 +131,6 @@ def _copy(value: object, path: str, depth: int = 0) -> object:  # noqa: C901 - o
             field=path,
             value=None,
         )
-    if value is None or isinstance(value, (str, bool, uuid.UUID, dt.datetime)):
-        return value
-    if isinstance(value, int):
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise ArgsNotSerializableError(
-                f"{path} is an int out of the 64-bit range: {_shown(value)}",
-                field=path,
-                value=value,
-            )
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ArgsNotSerializableError(
-                f"{path} is not a finite float: {_shown(value)}", field=path, value=value
-            )
-        return value
     if isinstance(value, list):
         return [_copy(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     if isinstance(value, dict):
@@ -163,14 +147,74 @@ def _copy(value: object, path: str, depth: int = 0) -> object:  # noqa: C901 - o
                 raise ArgsNotSerializableError(
                     f"{path} has a key that is not a str: {_shown(key)}", field=path, value=value
                 )
-            copied[key] = _copy(item, f"{path}[{_shown(key)}]", depth + 1)
+            copied[str.__str__(key)] = _copy(item, f"{path}[{_shown(key)}]", depth + 1)
         return copied
+    return _copy_scalar(value, path)
+
+
+def _copy_scalar(value: object, path: str) -> object:
+    """Return a scalar S9 allows, as the store keeps it, or raise naming `path`."""
+    kind = type(value)
+    if value is None or kind is str or kind is bool or kind is uuid.UUID:
+        return value
+    if isinstance(value, dt.datetime):
+        return _copy_datetime(value, path)
+    # A subclass (an enum member, say) is stored as its base type's value, and comes back so.
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, uuid.UUID):
+        return uuid.UUID(int=value.int)
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ArgsNotSerializableError(
+                f"{path} is an int out of the 64-bit range: {_shown(value)}",
+                field=path,
+                value=value,
+            )
+        return value if kind is int else int.__int__(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ArgsNotSerializableError(
+                f"{path} is not a finite float: {_shown(value)}", field=path, value=value
+            )
+        return value if kind is float else float.__float__(value)
     hint = " (it would come back as a list; pass a list)" if isinstance(value, tuple) else ""
     raise ArgsNotSerializableError(
         f"{path} is a {type(value).__name__}, which is not JSON-serializable{hint}; "
         "allowed: str, int, float, bool, None, list, dict with str keys, UUID, datetime",
         field=path,
         value=value,
+    )
+
+
+def _copy_datetime(value: dt.datetime, path: str) -> dt.datetime:
+    """Return `value` as the store keeps it: a plain datetime, naive or at a fixed offset.
+
+    The store writes the instant and its offset (ISO 8601), not the tzinfo: a `ZoneInfo`
+    datetime comes back at the same instant with a `datetime.timezone` of that offset. A tzinfo
+    that fails (or answers what is no offset) is refused here: orjson crashed the process on
+    one (SIGSEGV), and a mutation holding it crashed every restart.
+    """
+    try:
+        offset = value.utcoffset()
+    except Exception as error:  # whatever a user's tzinfo raises
+        raise ArgsNotSerializableError(
+            f"{path} is a datetime whose tzinfo gives no offset: {type(error).__name__}: {error}",
+            field=path,
+            value=None,
+        ) from None
+    if type(value) is dt.datetime and (value.tzinfo is None or type(value.tzinfo) is dt.timezone):
+        return value  # kept as it is (fold aside, which ISO 8601 does not carry)
+    tzinfo = None if offset is None else dt.timezone(offset)
+    return dt.datetime(
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+        tzinfo=tzinfo,
     )
 
 

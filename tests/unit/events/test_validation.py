@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import inspect
 import math
 import uuid
+import zoneinfo
 
 import orjson
 import pytest
@@ -462,7 +464,7 @@ def test_is_text_refuses_non_str() -> None:
 
 def test_every_domain_error_derives_from_schedlog_error() -> None:
     classes = [getattr(errors_module, name) for name in errors_module.__all__]
-    assert len(classes) == 11
+    assert len(classes) == 12
     for cls in classes:
         assert inspect.isclass(cls)
         assert issubclass(cls, SchedlogError), cls
@@ -509,3 +511,88 @@ def test_s9_keyword_arguments_that_are_exactly_the_store_s_tags_are_refused() ->
         check_args([], {"_type_": "datetime_iso", "_data_": "x"})
     assert e.value.field == "kwargs"
     assert check_args([], {"_type_": "x", "_data_": 1, "more": 2})[1]["more"] == 2
+
+
+class _Color(enum.IntEnum):
+    RED = 1
+
+
+class _Mood(str, enum.Enum):  # noqa: UP042 - str() of a member is "_Mood.CALM", not its value
+    CALM = "calm"
+
+
+class _Id(uuid.UUID):
+    pass
+
+
+class _Stamp(dt.datetime):
+    pass
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (_Color.RED, 1),
+        (_Mood.CALM, "calm"),
+        (_Id(int=7), uuid.UUID(int=7)),
+        (type("Ratio", (float,), {})(0.5), 0.5),
+        (_Stamp(2027, 1, 1, tzinfo=dt.UTC), dt.datetime(2027, 1, 1, tzinfo=dt.UTC)),
+        ({_Mood.CALM: [_Color.RED]}, {"calm": [1]}),
+    ],
+)
+def test_s9_a_subclass_of_an_allowed_type_is_taken_as_its_base_type(
+    value: object, expected: object
+) -> None:
+    """Stored as the base type's value, it came back so anyway (an IntEnum as an int); UUID,
+    float and datetime subclasses were refused with orjson's "Type is not JSON serializable"."""
+    (copied,), _, _ = check_args([value], {})
+    assert copied == expected
+    assert type(copied) is type(expected)
+    assert orjson.loads(orjson.dumps(copied)) == orjson.loads(orjson.dumps(expected))
+    if isinstance(expected, dict):
+        assert [type(k) for k in copied] == [str]  # type: ignore[attr-defined]
+        assert [type(v) for v in copied["calm"]] == [int]  # type: ignore[index]
+
+
+def test_s9_a_zoned_datetime_is_taken_at_its_fixed_offset_and_instant() -> None:
+    """What the store keeps (ISO 8601): the instant and its offset; no zone name, no fold."""
+    zone = zoneinfo.ZoneInfo("America/New_York")
+    for fold in (0, 1):  # 01:30 came twice on 2021-11-07: -04:00, then -05:00
+        when = dt.datetime(2021, 11, 7, 1, 30, tzinfo=zone, fold=fold)
+        (copied,), _, _ = check_args([when], {})
+        assert copied.tzinfo == dt.timezone(when.utcoffset())
+        assert copied.timestamp() == when.timestamp()
+
+
+class _Broken(dt.tzinfo):
+    def __init__(self, offset: object) -> None:
+        self.offset = offset
+
+    def utcoffset(self, when: dt.datetime | None) -> dt.timedelta:
+        del when
+        if isinstance(self.offset, Exception):
+            raise self.offset
+        return self.offset  # type: ignore[return-value]
+
+    def dst(self, when: dt.datetime | None) -> None:
+        del when
+
+
+@pytest.mark.parametrize(
+    "offset", [RuntimeError("no zone data"), "5h", dt.timedelta(hours=25)], ids=repr
+)
+def test_s9_a_datetime_whose_tzinfo_fails_is_refused_by_name(offset: object) -> None:
+    """orjson crashed the process (SIGSEGV) on a tzinfo that raised; a mutation holding one
+    crashed the worker at every restart. Python's own checks raised TypeError/ValueError."""
+    bad = dt.datetime(2027, 1, 1, tzinfo=_Broken(offset))
+    with pytest.raises(
+        ArgsNotSerializableError,
+        match=r"keyword argument 'at'\[0\] is a datetime whose tzinfo gives no offset",
+    ):
+        check_args([], {"at": [bad]})
+
+
+def test_s9_a_datetime_whose_tzinfo_gives_none_is_taken_as_naive() -> None:
+    (copied,), _, _ = check_args([dt.datetime(2027, 1, 1, 9, tzinfo=_Broken(None))], {})
+    assert copied == dt.datetime(2027, 1, 1, 9)
+    assert copied.tzinfo is None
