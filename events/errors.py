@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "ArgsMismatchError",
     "ArgsNotSerializableError",
     "ArgsTooLargeError",
     "ConflictError",
@@ -32,6 +33,10 @@ class ScheduleValidationError(SchedlogError, ValueError):
 
 class ArgsNotSerializableError(ScheduleValidationError, TypeError):
     """An argument cannot be encoded as JSON (S9)."""
+
+
+class ArgsMismatchError(ScheduleValidationError, TypeError):
+    """The arguments do not fit the registered function's parameters (S8, S9)."""
 
 
 class ArgsTooLargeError(ScheduleValidationError):

@@ -6,6 +6,7 @@ from schedlog.app import App
 from schedlog.clock import Clock, SystemClock
 from schedlog.context import ActionCtx, MutationCtx, Scheduler
 from schedlog.errors import (
+    ArgsMismatchError,
     ArgsNotSerializableError,
     ArgsTooLargeError,
     ConfigurationError,
@@ -27,6 +28,7 @@ from schedlog.projections.queries import Page
 __all__ = [
     "ActionCtx",
     "App",
+    "ArgsMismatchError",
     "ArgsNotSerializableError",
     "ArgsTooLargeError",
     "Clock",

@@ -38,7 +38,7 @@ from schedlog.options import check_options, check_seconds
 from schedlog.projections.queries import DueJob, history_entries, job_key
 from schedlog.projections.reads import READ_VERSIONS
 from schedlog.projections.sql import Dialect
-from schedlog.registry import Registry
+from schedlog.registry import Registry, refuse_unrun
 from schedlog.shutdown import ACTOR_STOP_S, stop_actor, stop_executors
 from schedlog.store import ChangeListener, open_store
 from schedlog.urls import parse_store_url
@@ -70,6 +70,20 @@ def _stop_running_apps() -> None:
     """Stop, gracefully, every App still running at interpreter exit (actor threads are daemons)."""
     for app in list(_RUNNING):
         app.stop()
+
+
+_RUNNING_JOB = threading.local()
+"""The job whose function runs on this thread, if any (`_refuse_inside_a_function`)."""
+
+
+def _refuse_inside_a_function(call: str) -> None:
+    """Refuse a call that waits for the running functions, made by one of them."""
+    job_id = getattr(_RUNNING_JOB, "job_id", None)
+    if job_id is not None:
+        raise RuntimeClosedError(
+            f"{call} cannot be called from inside a scheduled function (job {job_id}): it "
+            "would wait for that function itself; call it from application code"
+        )
 
 
 def _channel_of(recorder: object) -> str:
@@ -146,6 +160,7 @@ class App(Audit):
         self._recovery: pykka.ActorRef[Any] | None = None
         self._store_failing_since: int | None = None
         self._listener: ChangeListener | None = None
+        self._entered = 0  # `with app:` blocks open
         self._watcher: LogWatcher | None = None
         self._closed = False
 
@@ -248,11 +263,16 @@ class App(Audit):
             ctx = MutationCtx(self, job.job_id, now_ms, job.attempt, name=job.name)
         else:
             ctx = ActionCtx(self, job.job_id, now_ms, job.attempt)
+        _RUNNING_JOB.job_id = job.job_id
         try:
-            registered.fn(ctx, *job.args, **job.kwargs)
+            refuse_unrun(job.name, registered.fn(ctx, *job.args, **job.kwargs))
         except BaseException as e:
             log.info("job %s raised %r", job.job_id, e, extra={"job_id": job.job_id})
             return Invocation(describe_error(e))
+        finally:
+            _RUNNING_JOB.job_id = None
+            if isinstance(ctx, MutationCtx):
+                ctx.finish()
         if isinstance(ctx, MutationCtx):
             return Invocation(None, ctx.staged, ctx.reads)
         return Invocation(None)
@@ -357,6 +377,7 @@ class App(Audit):
         a mutation runs again (S19), as after a crash.
         """
         check_seconds(timeout_s)
+        _refuse_inside_a_function("app.stop")
         with self._lock:
             timer, self._timer = self._timer, None
             executors, self._executors = self._executors, []
@@ -387,6 +408,7 @@ class App(Audit):
 
     def close(self) -> None:
         """Stop the runtime and close the store."""
+        _refuse_inside_a_function("app.close")
         self.stop()
         with self._lock:
             if self._closed:
@@ -395,7 +417,10 @@ class App(Audit):
         self.store.close()
 
     def __enter__(self) -> Self:
+        """Start the runtime; `with app:` blocks may nest (the outermost one stops it)."""
         self.start()
+        with self._lock:
+            self._entered += 1
         return self
 
     def __exit__(
@@ -404,6 +429,10 @@ class App(Audit):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        with self._lock:
+            self._entered -= 1
+            if self._entered > 0:
+                return  # an inner block: the runtime stays up for the outer one
         self.stop()
 
     def wait_until_idle(self, timeout_s: float = 10) -> None:
@@ -414,6 +443,7 @@ class App(Audit):
         count, nor do due jobs waiting for the executors they hold.
         """
         check_seconds(timeout_s)
+        _refuse_inside_a_function("app.wait_until_idle")
         timer = self._timer
         if timer is None:
             raise RuntimeClosedError("the runtime is not started: call app.start() first")

@@ -17,6 +17,7 @@ from schedlog.errors import (
     ConfigurationError,
     ConflictError,
     JobNotFoundError,
+    RuntimeClosedError,
     ScheduleValidationError,
     TooManyScheduledError,
 )
@@ -25,6 +26,7 @@ from schedlog.events.function import canonical_id
 from schedlog.events.validation import check_args, due_time_after, due_time_at
 from schedlog.events.values import MAX_ARGS_BYTES, MAX_SCHEDULED_PER_MUTATION
 from schedlog.reads import MutationReads
+from schedlog.registry import refuse_unrun
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -107,6 +109,7 @@ class Scheduler:
     ) -> str:
         registered = self._core.registry.resolve(fn)
         copied_args, copied_kwargs, size = check_args(args, kwargs)
+        registered.check_call(args, kwargs)
         job = ScheduledFunction.schedule(
             name=registered.name,
             kind=registered.kind,
@@ -231,13 +234,24 @@ class _MutationScheduler(Scheduler):
         """The jobs it scheduled (the rest of `staged` are jobs it cancels)."""
         self._count = 0
         self._size = 0
+        self.finished = False
+        """The mutation returned: what it stages now would be dropped without a word."""
 
     def _now(self) -> int:
         return self._now_ms  # S7: frozen for the whole attempt
 
+    def check_open(self) -> None:
+        """Refuse to stage anything once the mutation has returned (its commit is made)."""
+        if self.finished:
+            raise RuntimeClosedError(
+                f"mutation {self._name!r} ({self._runs_as()}) has returned: its ctx stages "
+                "nothing more (schedule from application code, or from the function itself)"
+            )
+
     def _schedule(
         self, due: int, now: int, fn: object, args: Sequence[Any], kwargs: dict[str, Any]
     ) -> str:
+        self.check_open()
         if self._count >= MAX_SCHEDULED_PER_MUTATION:
             raise TooManyScheduledError(
                 "too many functions scheduled by this mutation "
@@ -283,6 +297,7 @@ class _MutationScheduler(Scheduler):
 
     def cancel(self, job_id: str) -> None:
         """Stage a cancel, committed with the mutation (S22); a mutation cannot cancel itself."""
+        self.check_open()
         job_id = _job_id_arg(job_id)
         if self._own and job_id == self._job_id:
             raise ScheduleValidationError(
@@ -314,9 +329,12 @@ class MutationCtx:
         self.attempt = attempt
         self._aggregates: dict[object, BaseAggregate[Any]] = {}
         self.repository = MutationReads(core.store.repository, self._aggregates)
-        self.scheduler: Scheduler = _MutationScheduler(
-            core, job_id, now_ms, own=not inline, name=name
-        )
+        self._scheduler = _MutationScheduler(core, job_id, now_ms, own=not inline, name=name)
+        self.scheduler: Scheduler = self._scheduler
+
+    def finish(self) -> None:
+        """Mark the mutation returned: its ctx refuses to stage more (it would be lost)."""
+        self._scheduler.finished = True
 
     def save(self, *aggregates: object) -> None:
         """Stage the aggregates' new events for the mutation's commit.
@@ -324,6 +342,7 @@ class MutationCtx:
         One copy per aggregate: `ctx.repository.get` returns the staged one. Saving another
         copy of a staged aggregate is refused (one of the two copies' changes would be lost).
         """
+        self._scheduler.check_open()
         for aggregate in aggregates:
             if not isinstance(aggregate, BaseAggregate) or isinstance(aggregate, ScheduledFunction):
                 raise ConfigurationError(
@@ -390,7 +409,11 @@ def run_mutation_now(
         ctx = MutationCtx(
             core, caller_id, core.clock.now_ms(), attempt, inline=True, name=registered.name
         )
-        result = registered.fn(ctx, *args, **kwargs)
+        try:
+            result = registered.fn(ctx, *args, **kwargs)
+            refuse_unrun(registered.name, result)
+        finally:
+            ctx.finish()
         reads = ctx.reads
         scheduler = ctx.scheduler
         assert isinstance(scheduler, _MutationScheduler)  # noqa: S101

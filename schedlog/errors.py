@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from schedlog.events.errors import (
+    ArgsMismatchError,
     ArgsNotSerializableError,
     ArgsTooLargeError,
     ConflictError,
@@ -17,6 +18,7 @@ from schedlog.events.errors import (
 )
 
 __all__ = [
+    "ArgsMismatchError",
     "ArgsNotSerializableError",
     "ArgsTooLargeError",
     "ConfigurationError",
@@ -43,7 +45,11 @@ class ConfigurationError(SchedlogError, ValueError):
 
 
 class RuntimeClosedError(SchedlogError, RuntimeError):
-    """The runtime is not started, is closed, or one of its actors died."""
+    """The runtime is not started, is closed, or one of its actors died.
+
+    Also: it cannot do this from where it is asked (`stop` inside a scheduled function, a
+    mutation's ctx kept past its return).
+    """
 
 
 class IdleTimeoutError(SchedlogError, TimeoutError):

@@ -40,9 +40,17 @@ def check_options(
         )
 
 
+MAX_TIMEOUT_S = 100_000_000
+"""The longest `timeout_s` taken: far below `threading.TIMEOUT_MAX` once added to a clock."""
+
+
 def check_seconds(timeout_s: object) -> None:
     """Refuse a `timeout_s` that is not a finite number of seconds >= 0, naming it."""
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)):
         raise ConfigurationError(f"timeout_s must be a number of seconds, got {timeout_s!r}")
     if not 0 <= timeout_s < math.inf:
         raise ConfigurationError(f"timeout_s must be finite and >= 0, got {timeout_s!r}")
+    if timeout_s > MAX_TIMEOUT_S:  # past it, Python's own waits overflow (OverflowError)
+        raise ConfigurationError(
+            f"timeout_s must be at most {MAX_TIMEOUT_S:,} s (about 3 years), got {timeout_s!r}"
+        )

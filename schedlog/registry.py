@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from schedlog.errors import ConfigurationError, UnknownFunctionError
+from schedlog.errors import ArgsMismatchError, ConfigurationError, UnknownFunctionError
 from schedlog.events.validation import is_text
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping, Sequence
 
     from schedlog.events import FunctionKind
 
-__all__ = ["Registered", "Registry", "default_name"]
+__all__ = ["Registered", "Registry", "default_name", "refuse_unrun"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,59 @@ class Registered:
     name: str
     kind: FunctionKind
     fn: Callable[..., Any]
+    signature: inspect.Signature | None = field(default=None, compare=False)
+    """`fn`'s parameters, if Python can tell them (not for some built-ins)."""
+
+    def check_call(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> None:
+        """Refuse arguments `fn(ctx, *args, **kwargs)` could not be called with (S8, S9).
+
+        A job scheduled with them would be accepted only to fail when it runs.
+        """
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(None, *args, **kwargs)
+        except TypeError as error:
+            raise ArgsMismatchError(
+                f"{self.name!r} cannot be called with these arguments: {error} "
+                f"(its parameters: {self.signature}; the first is the context)",
+                field="args",
+            ) from None
+
+
+_WHAT_IT_MAKES = "coroutine or generator object"
+
+
+def _never_runs(fn: Callable[..., Any]) -> bool:
+    return (
+        inspect.iscoroutinefunction(fn)
+        or inspect.isgeneratorfunction(fn)
+        or inspect.isasyncgenfunction(fn)
+    )
+
+
+def refuse_unrun(name: str, result: object) -> None:
+    """Raise if a function's call returned a coroutine or generator: its body did not run.
+
+    Registration refuses async and generator functions; this catches what it cannot tell
+    (an object whose `__call__` is async, a wrapper returning a coroutine).
+    """
+    if inspect.isawaitable(result) or inspect.isgenerator(result) or inspect.isasyncgen(result):
+        close = getattr(result, "close", None)
+        if close is not None and not inspect.isasyncgen(result):
+            close()  # no "coroutine was never awaited" warning: the error says it
+        raise ConfigurationError(
+            f"{name!r} returned a {type(result).__name__} ({_WHAT_IT_MAKES}), so its body did "
+            "not run: async and generator functions are not supported; register a plain "
+            "function (one that calls asyncio.run, say)"
+        )
+
+
+def _signature_of(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # some built-ins and C callables have none to read
+        return None
 
 
 def default_name(fn: Callable[..., Any]) -> str:
@@ -44,6 +98,12 @@ class Registry:
         """Register `fn`; a name already taken by another function is an error."""
         if not callable(fn):
             raise ConfigurationError(f"only functions can be registered, got {fn!r}")
+        if _never_runs(fn):
+            raise ConfigurationError(
+                f"{fn!r} is an async or generator function: calling it only makes a "
+                f"{_WHAT_IT_MAKES}, so its body would never run; register a plain function "
+                "(one that calls asyncio.run, say)"
+            )
         if name is None:
             if not isinstance(getattr(fn, "__qualname__", None), str):
                 raise ConfigurationError(
@@ -53,7 +113,7 @@ class Registry:
             name = default_name(fn)
         if not isinstance(name, str) or not is_text(name):
             raise ConfigurationError(f"a function name must be a non-empty str, got {name!r}")
-        entry = Registered(name, kind, fn)
+        entry = Registered(name, kind, fn, _signature_of(fn))
         with self._lock:
             existing = self._by_name.get(name)
             if existing is not None and existing != entry:

@@ -6,12 +6,15 @@ import datetime as dt
 import functools
 import re
 import uuid
+from typing import Any
 
 import pytest
 
 from schedlog import (
     App,
+    ArgsMismatchError,
     ArgsNotSerializableError,
+    ConfigurationError,
     RuntimeClosedError,
     SchedlogError,
     ScheduleValidationError,
@@ -145,6 +148,34 @@ def test_error_classes_s8_s9(app: App) -> None:
         app.scheduler.run_after(0, never_registered)
 
 
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((), {}, "missing a required argument: 'to'"),
+        (("ann", "bob"), {}, "too many positional arguments"),
+        (("ann",), {"bcc": "x"}, "unexpected keyword argument 'bcc'"),
+        (("ann",), {"ctx": "x"}, "multiple values for argument 'ctx'"),
+        (("ann",), {"to": "bob"}, "multiple values for argument 'to'"),
+    ],
+)
+def test_arguments_that_do_not_fit_the_function_are_refused_s8_s9(
+    app: App, args: tuple[object, ...], kwargs: dict[str, object], message: str
+) -> None:
+    """Accepted, such a job could only fail when it ran (a kwarg `ctx` always did)."""
+
+    @app.action(name="io:send")
+    def send(ctx, to: str, *, cc: str | None = None) -> None:
+        del ctx, to, cc
+
+    before = log_position(app)
+    with pytest.raises(ArgsMismatchError, match=re.escape(message)) as refused:
+        app.scheduler.run_after(0, send, *args, **kwargs)
+    assert "'io:send' cannot be called with these arguments" in str(refused.value)
+    assert isinstance(refused.value, TypeError)
+    assert log_position(app) == before
+    app.scheduler.run_after(0, send, "ann", cc="bob")  # what fits is taken
+
+
 def test_arguments_round_trip_s9(app: App, clock: FakeClock) -> None:
     seen: list[object] = []
 
@@ -227,6 +258,80 @@ def test_function_missing_when_it_runs_fails_s8(clock: FakeClock, store_url: str
         worker.close()
 
 
+async def _coroutine(ctx) -> None:
+    del ctx
+
+
+def _generator(ctx):
+    del ctx
+    yield 1
+
+
+async def _async_generator(ctx):
+    del ctx
+    yield 1
+
+
+@pytest.mark.parametrize("fn", [_coroutine, _generator, _async_generator])
+@pytest.mark.parametrize("kind", ["action", "mutation"])
+def test_async_and_generator_functions_are_refused_at_registration(
+    app: App, fn: object, kind: str
+) -> None:
+    """Calling one only makes a coroutine or generator: the job ended `success` though its
+    body never ran (and a mutation's writes and children were never made)."""
+    with pytest.raises(ConfigurationError, match="async or generator function"):
+        getattr(app, kind)(name="jobs:never")(fn)
+    assert app.registry.get("jobs:never") is None
+
+
+class _AsyncCall:
+    async def __call__(self, ctx) -> None:
+        del ctx
+
+
+def test_a_callable_that_returns_a_coroutine_fails_its_job_saying_why(app: App) -> None:
+    """Registration cannot tell an object whose `__call__` is async: the run can."""
+    app.action(name="io:async")(_AsyncCall())
+    app.mutation(name="jobs:async")(_AsyncCall())
+    jobs = [app.scheduler.run_after(0, name) for name in ("io:async", "jobs:async")]
+    app.start()
+    app.wait_until_idle()
+    for job in jobs:
+        doc = app.scheduled_functions.get(job)
+        assert doc is not None
+        assert doc["state"]["kind"] == "failed"
+        assert "returned a coroutine" in doc["state"]["error"]
+    with pytest.raises(ConfigurationError, match="returned a coroutine"):
+        app.run_mutation("jobs:async")
+
+
+def test_a_mutations_ctx_kept_past_its_return_refuses_to_stage_s14(app: App) -> None:
+    """What it staged then was dropped without a word: `run_after` returned the id of a job
+    that never existed."""
+    kept: list[Any] = []
+    register_noop(app)
+
+    @app.mutation(name="jobs:keeps")
+    def keeps(ctx) -> None:
+        kept.append(ctx)
+
+    job = app.scheduler.run_after(0, keeps)
+    app.run_mutation(keeps)
+    app.start()
+    app.wait_until_idle()
+    assert state(app, job) == "success"
+    before = log_position(app)
+    for ctx in kept:
+        with pytest.raises(RuntimeClosedError, match=r"'jobs:keeps' .* has returned"):
+            ctx.scheduler.run_after(0, "jobs:noop")
+        with pytest.raises(RuntimeClosedError, match="has returned"):
+            ctx.scheduler.cancel(job)
+        with pytest.raises(RuntimeClosedError, match="has returned"):
+            ctx.save(Account("ann"))
+    assert len(kept) == 2
+    assert log_position(app) == before
+
+
 def test_registration_names_and_conflicts(app: App) -> None:
     @app.mutation
     def plain(ctx) -> None:
@@ -272,6 +377,55 @@ def test_callables_without_a_name_of_their_own_need_one(app: App) -> None:
 def test_wait_until_idle_needs_a_started_runtime(app: App) -> None:
     with pytest.raises(SchedlogError, match="not started"):
         app.wait_until_idle()
+
+
+@pytest.mark.parametrize("kind", ["action", "mutation"])
+@pytest.mark.parametrize("call", ["stop", "close", "wait_until_idle"])
+def test_a_function_that_stops_or_waits_for_the_runtime_is_refused(
+    app: App, kind: str, call: str
+) -> None:
+    """`app.stop()` inside a function waited out its whole timeout for that function itself,
+    then left it in progress; `wait_until_idle` there could never see the runtime idle."""
+    waits = {} if call == "close" else {"timeout_s": 600}
+    getattr(app, kind)(name="jobs:inside")(lambda _ctx: getattr(app, call)(**waits))
+    job = app.scheduler.run_after(0, "jobs:inside")
+    app.start()
+    app.wait_until_idle()
+    doc = app.scheduled_functions.get(job)
+    assert doc is not None
+    assert doc["state"]["kind"] == "failed"
+    assert (
+        f"app.{call} cannot be called from inside a scheduled function (job {job})"
+        in (doc["state"]["error"])
+    )
+    register_noop(app)  # the runtime still runs
+    after = app.scheduler.run_after(0, "jobs:noop")
+    app.wait_until_idle()
+    assert state(app, after) == "success"
+
+
+def test_nested_with_blocks_keep_the_runtime_up_until_the_outermost_ends(app: App) -> None:
+    register_noop(app)
+    with app:
+        with app:
+            pass
+        job = app.scheduler.run_after(0, "jobs:noop")
+        app.wait_until_idle()  # raised "not started": the inner block had stopped it
+        assert state(app, job) == "success"
+    with pytest.raises(RuntimeClosedError, match="not started"):
+        app.wait_until_idle()
+
+
+def test_a_timeout_too_long_for_python_s_waits_is_refused_by_name(app: App) -> None:
+    """1e12 s passed the check, then raised a bare OverflowError, leaving stop half done."""
+    from schedlog.options import MAX_TIMEOUT_S
+
+    app.start()
+    for call in (app.wait_until_idle, app.stop):
+        with pytest.raises(ConfigurationError, match="timeout_s must be at most"):
+            call(timeout_s=1e12)
+    app.wait_until_idle(timeout_s=MAX_TIMEOUT_S)
+    app.stop(timeout_s=MAX_TIMEOUT_S)
 
 
 def test_bad_configuration_is_refused() -> None:

@@ -46,12 +46,12 @@ T0 = 1_800_000_000_000
 @pytest.fixture
 def filled(app: App, clock: FakeClock) -> dict[str, list[str]]:
     @app.action(name="jobs:a")
-    def a(ctx) -> None:
-        del ctx
+    def a(ctx, *args: object) -> None:
+        del ctx, args
 
     @app.mutation(name="jobs:b")
-    def b(ctx) -> None:
-        del ctx
+    def b(ctx, *args: object) -> None:
+        del ctx, args
 
     ids: dict[str, list[str]] = {"a": [], "b": []}
     for i in range(7):
@@ -209,8 +209,8 @@ def test_events_written_without_the_view_are_folded_in_once_s26(
     app = App(store=store_url, clock=clock)
 
     @app.action(name="jobs:a")
-    def a(ctx) -> None:
-        del ctx
+    def a(ctx, *args: object) -> None:
+        del ctx, args
 
     first = app.scheduler.run_after(0, a)
     second = app.scheduler.run_after(5, a)
@@ -237,8 +237,8 @@ def test_events_written_without_the_view_are_folded_in_once_s26(
 
 def test_a_commit_folds_in_events_that_reached_the_log_without_the_view_s26(app: App) -> None:
     @app.action(name="jobs:a")
-    def a(ctx) -> None:
-        del ctx
+    def a(ctx, *args: object) -> None:
+        del ctx, args
 
     first = app.scheduler.run_after(0, a)
     # A job written straight to the log, past the view (as an older version would).
@@ -271,8 +271,8 @@ def test_catching_up_folds_nothing_twice_while_another_app_commits_s26(
     app = App(store=store_url, clock=clock)
     other = App(store=store_url, clock=clock)
 
-    def a(ctx) -> None:
-        del ctx
+    def a(ctx, *args: object) -> None:
+        del ctx, args
 
     for each in (app, other):
         each.action(name="jobs:a")(a)
@@ -303,8 +303,8 @@ def test_memory_store_keeps_the_same_real_view() -> None:
     app = App(store="memory://", clock=clock)
 
     @app.action(name="jobs:a")
-    def a(ctx) -> None:
-        del ctx
+    def a(ctx, *args: object) -> None:
+        del ctx, args
 
     try:
         job = app.scheduler.run_after(0, a)
@@ -382,8 +382,8 @@ def test_saves_queued_behind_a_commit_share_one_and_keep_their_own_ids_s26(
     app: App, clock: FakeClock, store_url: str
 ) -> None:
     @app.action(name="jobs:a")
-    def a(ctx) -> None:
-        del ctx
+    def a(ctx, *args: object) -> None:
+        del ctx, args
 
     ids = [app.scheduler.run_after(1_000, a, i) for i in range(3)]
     claimed, canceled, finished = (app.load_job(i) for i in ids)
@@ -434,8 +434,8 @@ def test_saves_queued_behind_a_commit_share_one_and_keep_their_own_ids_s26(
 
 def _an_action(app: App) -> None:
     @app.action(name="jobs:a")
-    def a(ctx) -> None:
-        del ctx
+    def a(ctx, *args: object) -> None:
+        del ctx, args
 
 
 @pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)

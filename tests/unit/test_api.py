@@ -9,6 +9,7 @@ import pytest
 import schedlog
 import schedlog.events
 from schedlog import (
+    ArgsMismatchError,
     ArgsNotSerializableError,
     ArgsTooLargeError,
     ConfigurationError,
@@ -28,6 +29,7 @@ from schedlog import (
 PUBLIC = [
     "ActionCtx",
     "App",
+    "ArgsMismatchError",
     "ArgsNotSerializableError",
     "ArgsTooLargeError",
     "Clock",
@@ -92,15 +94,16 @@ def test_scheduling_error_is_schedule_validation_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "cls", [ArgsNotSerializableError, ArgsTooLargeError, TooManyScheduledError]
+    "cls", [ArgsMismatchError, ArgsNotSerializableError, ArgsTooLargeError, TooManyScheduledError]
 )
 def test_argument_errors_are_scheduling_errors(cls: type[Exception]) -> None:
     assert issubclass(cls, SchedulingError)
     assert issubclass(cls, ValueError)
 
 
-def test_args_not_serializable_is_also_a_type_error() -> None:
+def test_args_not_serializable_or_mismatched_are_also_type_errors() -> None:
     assert issubclass(ArgsNotSerializableError, TypeError)
+    assert issubclass(ArgsMismatchError, TypeError)
 
 
 @pytest.mark.parametrize("cls", [UnknownFunctionError, JobNotFoundError])
