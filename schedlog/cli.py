@@ -203,9 +203,17 @@ def run(options: Options, target: str, grace: float, log_level: str, max_outage:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    wanted = None if options.store is None else parse_store_url(options.store)
     if options.store is not None:
         os.environ["SCHEDLOG_STORE"] = options.store  # read when the user's module calls App()
     app = _load_app(target)
+    if wanted is not None and not wanted.same_store(app.store_config):
+        app.close()
+        raise ConfigurationError(
+            f"{target} runs on {app.store_config.safe_url!r}, not on --store "
+            f"{wanted.safe_url!r}: its module passes App(store=...), which --store cannot "
+            "change (App() with no store reads $SCHEDLOG_STORE, which --store sets)"
+        )
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

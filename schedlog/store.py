@@ -24,7 +24,7 @@ from eventsourcing.persistence import (
     Transcoder,
     TranscodingNotRegisteredError,
 )
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import TopicError, get_topic
 
 from schedlog.errors import ConfigurationError, ConflictError, StoreError
 from schedlog.events import JobId, ScheduledFunction
@@ -146,8 +146,8 @@ class JobStore(Application[UUID]):
         try:
             with store_open(self.db):
                 job: object = self.repository.get(key, projector_func=_project)
-        except AggregateNotFoundError:
-            return None
+        except (AggregateNotFoundError, TopicError):
+            return None  # TopicError: an aggregate of the user's, of a class not imported here
         return job if isinstance(job, ScheduledFunction) else None
 
     def load_jobs(self, job_ids: Sequence[str]) -> dict[str, ScheduledFunction]:

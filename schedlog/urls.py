@@ -42,6 +42,14 @@ class StoreConfig:
         """The URL without its password, for logs and messages."""
         return _without_password(self.url)
 
+    def same_store(self, other: StoreConfig) -> bool:
+        """Tell whether `other` names the same store (its options aside); memory:// never."""
+        if self.postgres is not None and other.postgres is not None:
+            return all(self.postgres[k] == other.postgres[k] for k in _PG_IDENTITY)
+        if self.is_memory or other.is_memory or self.postgres or other.postgres:
+            return False
+        return os.path.realpath(self.sqlite_dbname) == os.path.realpath(other.sqlite_dbname)
+
 
 PG_OPTIONS = frozenset({"schema", "lock_timeout", "connect_timeout", "pool_size"})
 
@@ -119,6 +127,9 @@ def _sqlite_options(url: str, query: str) -> tuple[int, str]:
             f"got {params['synchronous'][-1]!r} ({choices})"
         )
     return lock_timeout, synchronous
+
+
+_PG_IDENTITY = ("POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_DBNAME", "POSTGRES_SCHEMA")
 
 
 def parse_store_url(url: str | None) -> StoreConfig:

@@ -6,6 +6,7 @@ The audit commands (replay, stats, cancel-all, ls filters, TIME values) are in t
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import queue
 import re
@@ -278,6 +279,41 @@ def test_run_rejects_a_target_that_is_not_an_app() -> None:
 
 
 @pytest.mark.process
+def test_run_refuses_a_store_option_its_app_does_not_use(tmp_path: Path) -> None:
+    """The worker ran on the module's own store, saying so only in its banner: an operator
+    pointing it at another database did not notice. A bad URL was not even looked at."""
+    fixed = tmp_path / "fixed.db"
+    (tmp_path / "fixedapp.py").write_text(
+        f"from schedlog import App\napp = App(store={f'sqlite://{fixed}'!r})\n", encoding="utf-8"
+    )
+    wanted = tmp_path / "wanted.db"
+    result = cli("--store", f"sqlite://{wanted}", "run", "fixedapp:app", cwd=tmp_path)
+    assert_clean_failure(
+        result, f"fixedapp:app runs on 'sqlite://{fixed}', not on --store 'sqlite://{wanted}'"
+    )
+    assert not wanted.exists()
+    assert_clean_failure(
+        cli("--store", "bogus://x", "run", "fixedapp:app", cwd=tmp_path), "not a store URL"
+    )
+
+
+def test_a_store_url_names_the_same_store_whatever_its_spelling_or_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from schedlog.urls import parse_store_url
+
+    monkeypatch.chdir(tmp_path)
+    db = parse_store_url(f"sqlite://{tmp_path}/jobs.db")
+    assert db.same_store(parse_store_url("sqlite://jobs.db?synchronous=normal"))
+    assert not db.same_store(parse_store_url("sqlite://other.db"))
+    assert not parse_store_url("memory://").same_store(parse_store_url("memory://"))
+    pg = parse_store_url("postgresql://ann:secret@127.0.0.1:5432/test?schema=a")
+    assert pg.same_store(parse_store_url("postgresql://bob@127.0.0.1/test?schema=a&pool_size=2"))
+    assert not pg.same_store(parse_store_url("postgresql://ann@127.0.0.1:5432/test?schema=b"))
+    assert not pg.same_store(db)
+
+
+@pytest.mark.process
 def test_demo_refuses_a_store_option(tmp_path: Path) -> None:
     result = cli("--store", "memory://", "demo", cwd=tmp_path)
     assert result.returncode == 2
@@ -454,6 +490,34 @@ def test_unknown_id_exits_1_with_a_message(store: tuple[str, dict[str, str]], co
     unknown = str(uuid.uuid4())
     result = cli("--store", url, command, unknown)
     assert_clean_failure(result, f"Error: no scheduled function with id '{unknown}'")
+
+
+@functools.cache
+def _ledger_class() -> type[Any]:
+    """A user's aggregate class whose topic names a function's locals: no other process has it."""
+    from eventsourcing.domain import Aggregate
+
+    class Ledger(Aggregate):
+        pass
+
+    return Ledger
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("command", [("show",), ("history",), ("cancel",), ("ls", "--parent")])
+def test_the_id_of_a_users_aggregate_is_no_job_id(
+    store: tuple[str, dict[str, str]], command: tuple[str, ...]
+) -> None:
+    """The CLI does not import the user's classes: it printed a 50-line TopicError instead."""
+    url, _ = store
+    app = App(store=url)
+    ledger = _ledger_class()()
+    app.save(ledger)
+    app.close()
+    result = cli("--store", url, *command, str(ledger.id))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"no scheduled function with id '{ledger.id}'" in result.stderr
 
 
 @pytest.mark.process
