@@ -8,6 +8,7 @@ becomes a one-line message on stderr and exit status 1.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from schedlog.audit import DEFAULT_RETENTION_MS
 from schedlog.demo import DEFAULT_DEMO_PATH, run_demo
 from schedlog.errors import ConfigurationError, JobNotFoundError, SchedlogError
 from schedlog.events import JobState
+from schedlog.events.function import canonical_id
 from schedlog.events.values import TERMINAL_STATES
 from schedlog.store import postgres_store_exists, sqlite_store_exists
 from schedlog.urls import parse_store_url
@@ -99,7 +101,11 @@ def main(ctx: click.Context, store: str | None, as_json: bool) -> None:
 
 
 def _emit_json(value: object) -> None:
-    click.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode())
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode()
+    except orjson.JSONEncodeError:  # past orjson's 255 levels: arguments nested that deep
+        text = json.dumps(value, indent=2, default=str, ensure_ascii=False)
+    click.echo(text)
 
 
 # Opening the store for the read and cancel commands.
@@ -315,6 +321,7 @@ def history(options: Options, job_id: str) -> None:
 
     It works after the job has left the view (retention): the log keeps everything.
     """
+    job_id = canonical_id(job_id)
     with _open_app(options) as app:
         entries = app.history(job_id)
         children = app.children(job_id)
@@ -334,6 +341,7 @@ def history(options: Options, job_id: str) -> None:
 @click.pass_obj
 def cancel(options: Options, job_id: str) -> None:
     """Cancel a pending or running scheduled function (a finished one is left alone)."""
+    job_id = canonical_id(job_id)
     with _open_app(options) as app:
         before = app.scheduled_functions.get(job_id)
         app.scheduler.cancel(job_id)

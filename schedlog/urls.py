@@ -61,7 +61,7 @@ def _is_digits(text: str) -> bool:
 
 def _postgres_settings(url: str) -> dict[str, str]:
     """Return eventsourcing's POSTGRES_* settings for `url` (finite timeouts by default)."""
-    safe = url.rsplit("@", maxsplit=1)[-1]
+    safe = _without_password(url)
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port or 5432

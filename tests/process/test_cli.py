@@ -492,6 +492,35 @@ def test_unknown_id_exits_1_with_a_message(store: tuple[str, dict[str, str]], co
     assert_clean_failure(result, f"Error: no scheduled function with id '{unknown}'")
 
 
+@pytest.mark.process
+def test_an_id_in_another_spelling_is_echoed_as_the_job_s_own(
+    store: tuple[str, dict[str, str]],
+) -> None:
+    """Upper case or urn:uuid: name the same job; the output says its id as the runtime does."""
+    url, ids = store
+    assert cli_json("--store", url, "history", ids["ok"].upper())["id"] == ids["ok"]
+    result = cli("--store", url, "cancel", f"urn:uuid:{ids['pending'].upper()}")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{ids['pending']}: canceled"
+
+
+@pytest.mark.process
+def test_history_json_of_arguments_nested_past_orjson_s_limit(tmp_path: Path) -> None:
+    """Accepted (S9 allows 250 levels), such a job's `history --json` raised orjson's
+    "Recursion limit reached" (its events nest the arguments 4 levels deeper)."""
+    url = f"sqlite://{tmp_path / 'deep.db'}"
+    app = App(store=url)
+    app.action(name="cli:deep")(lambda _ctx, _value: None)
+    deep: list[Any] = []
+    for _ in range(250):
+        deep = [deep]
+    job = app.scheduler.run_after(60_000, "cli:deep", deep)
+    app.close()
+    events = cli_json("--store", url, "history", job)["events"]
+    assert [e["type"] for e in events] == ["Scheduled"]
+    assert events[0]["args"] == [deep]
+
+
 @functools.cache
 def _ledger_class() -> type[Any]:
     """A user's aggregate class whose topic names a function's locals: no other process has it."""
