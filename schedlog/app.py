@@ -374,7 +374,8 @@ class App(Audit):
         One `timeout_s` for all of them together (and their final commits then get what is
         left of it, at least a second). A function still running then is left to its thread:
         its outcome is not saved, so an action is reported failed once its lease runs out and
-        a mutation runs again (S19), as after a crash.
+        a mutation runs again (S19), as after a crash; unless this App is started again first,
+        which saves the outcome when the function ends (unless recovery failed it meanwhile).
         """
         check_seconds(timeout_s)
         _refuse_inside_a_function("app.stop")
