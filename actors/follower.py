@@ -27,7 +27,7 @@ from schedlog.actors.messages import LogAdvanced
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from schedlog.actors.timer import JobSource
+    from schedlog.actors.ports import JobSource
 
 __all__ = ["LogWatcher"]
 

@@ -1,4 +1,4 @@
-"""The seams the runtime takes from the front door: the clock, and a wake-up handle (runtime)."""
+"""The seams the runtime takes from the front door: clock, wake-up handle, job source (runtime)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ if TYPE_CHECKING:
     import threading
     from collections.abc import Callable
 
-__all__ = ["Clock", "OwnThreadWaits", "Wakeup"]
+    from schedlog.projections.queries import DueJob
+
+__all__ = ["Clock", "JobSource", "OwnThreadWaits", "Wakeup"]
 
 
 class Wakeup(Protocol):
@@ -39,3 +41,25 @@ class OwnThreadWaits(Protocol):
 
     def wait_until(self, deadline_ms: int, interrupt: threading.Event) -> bool:
         """Block until `now_ms() >= deadline_ms` (True), or until `interrupt` is set (False)."""
+
+
+class JobSource(Protocol):
+    """Where the timer reads pending jobs and the log's position."""
+
+    def due(self, before_ms: int, limit: int, after: tuple[int, int] | None = None) -> list[DueJob]:
+        """Return up to `limit` pending jobs due before `before_ms`, in start order.
+
+        With `after`, only jobs whose `(run_at, seq)` is greater (the next page of the index).
+        """
+
+    def log_position(self) -> int:
+        """Return the id of the last event in the store's log."""
+
+    def live_nodes(self, now_ms: int) -> list[str]:
+        """Return the ids of the nodes whose heartbeat is fresh at `now_ms`."""
+
+    def jobs_since(self, position: int) -> tuple[int, list[DueJob]]:
+        """Return the log's events after `position` that make a job due, and the new position.
+
+        Those are `Scheduled` and `Retried` events, from any process; one call reads a page.
+        """

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from schedlog.actors.commits import CommitPool
+    from schedlog.actors.lead import Lead
     from schedlog.actors.ports import Clock
-    from schedlog.actors.timer import Lead
 
 __all__ = [
     "DEFAULT_LEASE_MS",

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import heapq
 import logging
-import math
-import threading
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from schedlog.actors.base import RuntimeActor, wake_me_at
+from schedlog.actors.lead import LEAD_MS
 from schedlog.actors.messages import (
     BackingOff,
     JobsFinished,
@@ -36,9 +35,10 @@ if TYPE_CHECKING:
 
     import pykka
 
-    from schedlog.actors.ports import Clock, Wakeup
+    from schedlog.actors.lead import Lead
+    from schedlog.actors.ports import Clock, JobSource, Wakeup
 
-__all__ = ["JobSource", "Lead", "Spread", "TimerActor"]
+__all__ = ["Spread", "TimerActor"]
 
 log = logging.getLogger(__name__)
 
@@ -58,26 +58,6 @@ ones hand the rest back after `batch.BATCH_BUDGET_MS`."""
 BEHIND_MS = 20
 """How late the earliest due job must be before executors take batches: a job that has just
 come due starts alone, on the first free executor (a batch's jobs start one after another)."""
-LEAD_MS = 8
-"""How long before its due time a job that comes due alone goes to an idle executor, which
-reads it (an action: also claims it, saving its `Started`) and starts it on time:
-the wake-up, the hand-over, the read and an action's claim are not in its lag. The price: an
-action shows `inProgress` up to this long before it is due, and the executor waits meanwhile.
-Measured start lag of actions, p50/p99 ms (bench W3, 2 runs each): 2 ms, 0.36/2.8-4.3 (the
-claim's fsync often outlasted the lead); 3 ms, 0.25-0.41/1.2-2.6; 5 ms, 0.33-0.37/1.6-1.8.
-On 2026-12-03 (a quieter machine, in-process W3 shape, 1,000 actions over 5 s, 6 interleaved
-runs each) claims took 1-1.5 ms at the median and 4-7 ms at p99, waiting for the commit in
-flight: p99 1.59-3.10 ms (median 2.7) at 5 ms with the cancel look 1 ms ahead, 0.96-4.08
-(median 1.1, lower in 5 of 6 pairs) at 8 ms with the look 2 ms ahead (`CHECK_AHEAD_MS`).
-It grows when claims take longer (`Lead`)."""
-MAX_LEAD_MS = 25
-"""The longest lead (`Lead`): the executor that takes such a job waits idle until it is due.
-
-Measured (in-process W3 shape, 1,000 actions over 5 s, 4 interleaved pairs, 2026-12-03, a
-day of 10-50 ms fsyncs): p99 7.4-9.9 ms against 8.0-16.0 at a fixed 5 ms, p90 2.4-3.9 against
-2.1-5.7."""
-_LEAD_MARGIN_MS = 2
-_LEAD_DECAY = 1 / 32
 _MAX_SEQ = 2**63 - 1
 READ_RETRY_MS = 250
 NODES_REFRESH_MS = 50
@@ -98,58 +78,6 @@ class Spread:
 
     node_id: str
     grace_ms: int
-
-
-class Lead:
-    """How long before its due time a job coming due alone goes to an idle executor.
-
-    `LEAD_MS` while an action's read and claim (one commit) fit in it; when they took longer
-    (a slow disk, a busy PostgreSQL), longer, so that the commit stays out of the start lag:
-    each claim made ahead is reported (`observe`), the lead jumps to what it took plus a
-    margin, up to `MAX_LEAD_MS`, and decays back by a 32nd of the excess per claim. The
-    executors write it; the timer reads it (used only while two executors or more are idle,
-    so one is left for what comes due meanwhile). On a fake clock claims take no time: it stays
-    `LEAD_MS`.
-    """
-
-    def __init__(self) -> None:
-        self._ms = float(LEAD_MS)
-        self._lock = threading.Lock()
-
-    def observe(self, took_ms: int) -> None:
-        """Report that a job handed over early took `took_ms` to read and claim."""
-        with self._lock:
-            decayed = self._ms - (self._ms - LEAD_MS) * _LEAD_DECAY
-            if decayed - LEAD_MS < 0.5:  # noqa: PLR2004 - back at the base
-                decayed = LEAD_MS
-            self._ms = max(min(took_ms + _LEAD_MARGIN_MS, MAX_LEAD_MS), decayed, LEAD_MS)
-
-    @property
-    def ms(self) -> int:
-        """The lead now, in whole milliseconds."""
-        return math.ceil(self._ms)
-
-
-class JobSource(Protocol):
-    """Where the timer reads pending jobs and the log's position."""
-
-    def due(self, before_ms: int, limit: int, after: tuple[int, int] | None = None) -> list[DueJob]:
-        """Return up to `limit` pending jobs due before `before_ms`, in start order.
-
-        With `after`, only jobs whose `(run_at, seq)` is greater (the next page of the index).
-        """
-
-    def log_position(self) -> int:
-        """Return the id of the last event in the store's log."""
-
-    def live_nodes(self, now_ms: int) -> list[str]:
-        """Return the ids of the nodes whose heartbeat is fresh at `now_ms`."""
-
-    def jobs_since(self, position: int) -> tuple[int, list[DueJob]]:
-        """Return the log's events after `position` that make a job due, and the new position.
-
-        Those are `Scheduled` and `Retried` events, from any process; one call reads a page.
-        """
 
 
 class TimerActor(RuntimeActor):

@@ -11,8 +11,8 @@ import pytest
 
 from schedlog import App, SchedlogError
 from schedlog.actors.commits import CommitPool
+from schedlog.actors.lead import LEAD_MS
 from schedlog.actors.runner import CHECK_AHEAD_MS, NOT_RUN_CANCELED
-from schedlog.actors.timer import LEAD_MS
 from schedlog.shutdown import stop_executors
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, balance, state, types

@@ -21,7 +21,7 @@ from schedlog import (
     StoreError,
     UnknownFunctionError,
 )
-from schedlog.actors.timer import LEAD_MS
+from schedlog.actors.lead import LEAD_MS
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, all_docs, log_position, state, types
 

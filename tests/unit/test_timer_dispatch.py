@@ -5,8 +5,9 @@ from __future__ import annotations
 import zlib
 from typing import Any
 
+from schedlog.actors.lead import LEAD_MS, MAX_LEAD_MS, Lead
 from schedlog.actors.messages import RunJob
-from schedlog.actors.timer import BATCH, BEHIND_MS, LEAD_MS, MAX_LEAD_MS, Lead, Spread, TimerActor
+from schedlog.actors.timer import BATCH, BEHIND_MS, Spread, TimerActor
 from schedlog.projections.queries import DueJob
 from schedlog.testing import FakeClock
 
