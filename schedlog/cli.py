@@ -7,13 +7,9 @@ becomes a one-line message on stderr and exit status 1.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
-import os
-import signal
 import sys
-import threading
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,17 +28,15 @@ from schedlog.events.function import canonical_id
 from schedlog.events.values import TERMINAL_STATES
 from schedlog.store import postgres_store_exists, sqlite_store_exists
 from schedlog.urls import parse_store_url
+from schedlog.worker import run_worker
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from types import FrameType
 
 __all__ = ["main"]
 
 log = logging.getLogger(__name__)
 
-HEALTH_CHECK_S = 1.0
-"""How often `schedlog run` checks that its runtime is still alive while it waits for a signal."""
 STATES = [s.value for s in JobState]
 STATE_OPTION = click.option(
     "--state", type=click.Choice(STATES), default=None, help="Only jobs in this state."
@@ -56,18 +50,6 @@ class Options:
 
     store: str | None
     as_json: bool
-
-
-STORE_OUTAGE_EXIT = 3
-
-
-class StoreOutageExit(click.ClickException):
-    """The store stayed unreachable too long: `schedlog run` exits with status 3."""
-
-    exit_code = STORE_OUTAGE_EXIT
-
-    def __init__(self, outage_ms: int) -> None:
-        super().__init__(f"the store has been unreachable for {outage_ms / 1000:.0f} s")
 
 
 class _Group(click.Group):
@@ -209,64 +191,7 @@ def run(options: Options, target: str, grace: float, log_level: str, max_outage:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    wanted = None if options.store is None else parse_store_url(options.store)
-    if options.store is not None:
-        os.environ["SCHEDLOG_STORE"] = options.store  # read when the user's module calls App()
-    app = _load_app(target)
-    if wanted is not None and not wanted.same_store(app.store_config):
-        app.close()
-        raise ConfigurationError(
-            f"{target} runs on {app.store_config.safe_url!r}, not on --store "
-            f"{wanted.safe_url!r}: its module passes App(store=...), which --store cannot "
-            "change (App() with no store reads $SCHEDLOG_STORE, which --store sets)"
-        )
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        del frame
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        stopping.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        app.start()
-        click.echo(f"schedlog worker {app.node_id} running on {app.store_config.safe_url}")
-        sys.stdout.flush()
-        while not stopping.wait(HEALTH_CHECK_S):
-            app.check_accepting()  # a dead runtime raises RuntimeClosedError: exit 1
-            outage_ms = app.store_outage_ms()
-            if outage_ms > max_outage * 1000:
-                log.error("the store has been unreachable for %.0f s; giving up", outage_ms / 1000)
-                raise StoreOutageExit(outage_ms)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)  # a second Ctrl-C kills as usual
-        app.stop(timeout_s=grace)
-        app.close()
-    click.echo(f"schedlog worker {app.node_id} stopped")
-
-
-def _load_app(target: str) -> App:
-    """Import `MODULE:APP` (the current directory first on sys.path) and return the App."""
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigurationError(f"expected MODULE:APP (e.g. myproject.jobs:app), got {target!r}")
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ConfigurationError(f"cannot import {module_name!r}: {e}") from e
-    value: object = module
-    for part in attr.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            raise ConfigurationError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if not isinstance(value, App):
-        raise ConfigurationError(f"{target!r} is a {type(value).__name__}, not a schedlog App")
-    return value
+    run_worker(options.store, target, grace=grace, max_outage=max_outage)
 
 
 @main.command(name="ls", epilog=render.TIME_HELP)

@@ -279,6 +279,40 @@ def test_run_rejects_a_target_that_is_not_an_app() -> None:
 
 
 @pytest.mark.process
+def test_a_sigterm_while_the_module_is_imported_stops_the_worker_cleanly(tmp_path: Path) -> None:
+    """A supervisor's SIGTERM right after the spawn killed the worker (status -15) while the
+    user's module was still being imported: the handler came after it."""
+    (tmp_path / "slowapp.py").write_text(
+        "import sys\n"
+        "from schedlog import App\n"
+        "print('importing', flush=True)\n"
+        "sys.stdin.readline()  # the test says when the import may end\n"
+        "app = App()\n",
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [*SCHEDLOG, "--store", f"sqlite://{tmp_path / 'jobs.db'}", "run", "slowapp:app"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "importing\n"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate("go\n", timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "running on" not in out  # never started
+    assert re.fullmatch(r"schedlog worker \S+ stopped\n", out)
+
+
+@pytest.mark.process
 def test_run_refuses_a_store_option_its_app_does_not_use(tmp_path: Path) -> None:
     """The worker ran on the module's own store, saying so only in its banner: an operator
     pointing it at another database did not notice. A bad URL was not even looked at."""
