@@ -110,7 +110,7 @@ the WAL has grown this far without the checkpoint thread (a reader holding an ol
 keeps both from finishing; a batch of thousands of jobs writes more pages per commit)."""
 FAST_BUSY_MS = 1
 """How long the writer waits in SQLite for another process's write lock, per attempt (the group
-commit retries; see `view.ViewRecorder._commit_group`)."""
+commit retries; see `sqlite_view.ViewRecorder._commit_group`)."""
 
 
 class StatementCachingPool(SQLiteConnectionPool):

@@ -33,13 +33,14 @@ from schedlog.projections.reads import READ_CONFLICT
 from schedlog.projections.sql import Dialect, store_open
 from schedlog.projections.sqlite_store import SYNCHRONOUS_KEY
 from schedlog.projections.transcoder import OrjsonTranscoder
-from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewKeeper, ViewRecorder
+from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewKeeper
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from schedlog.projections.pg_view import PgViewRecorder  # imports psycopg: PostgreSQL only
     from schedlog.projections.sql import Db
+    from schedlog.projections.sqlite_view import ViewRecorder
     from schedlog.urls import StoreConfig
 
 __all__ = ["ChangeListener", "JobStore", "open_store"]
@@ -278,7 +279,7 @@ def open_store(config: StoreConfig) -> tuple[JobStore, ScheduledFunctions]:
             "SQLITE_DBNAME": config.sqlite_dbname,
             "SQLITE_LOCK_TIMEOUT": str(config.lock_timeout_s),
             SYNCHRONOUS_KEY: config.synchronous,
-            "APPLICATION_RECORDER_TOPIC": "schedlog.projections.view:ViewRecorder",
+            "APPLICATION_RECORDER_TOPIC": "schedlog.projections.sqlite_view:ViewRecorder",
             "CREATE_TABLE": "y",
         }
     env.update({prefix + k: v for k, v in list(env.items())})

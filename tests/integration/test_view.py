@@ -15,6 +15,7 @@ import orjson
 import psycopg
 import pytest
 from eventsourcing.persistence import OperationalError
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from schedlog import App, InvalidQueryError, StoreError
 from schedlog.actors.retry import Fault, classify
@@ -640,7 +641,7 @@ def test_sqlite_a_jobs_last_events_are_read_on_the_threads_own_connection(
     app.scheduler.cancel(job_id)
     recorder = app.store.recorder
     key = uuid.UUID(job_id)
-    library = view_module.SQLiteApplicationRecorder.select_events
+    library = SQLiteApplicationRecorder.select_events
     expected = {
         (desc, limit): library(recorder, key, desc=desc, limit=limit)
         for desc, limit in ((False, None), (True, None), (True, 1), (True, 5))

@@ -112,7 +112,7 @@ def test_the_walker_sees_imports_in_every_folder(folder: str) -> None:
 
 
 def test_the_walker_sees_type_checking_imports() -> None:
-    # projections/view.py imports StoredEvent only under TYPE_CHECKING.
+    # projections/group_commit.py imports StoredEvent only under TYPE_CHECKING.
     assert any(i.module == "eventsourcing.persistence.StoredEvent" for i in IMPORTS["projections"])
 
 
