@@ -62,11 +62,11 @@ def classify(error: BaseException) -> Fault:
     return Fault.PERMANENT
 
 
-def backoff_ms(fault: Fault, attempt: int, rng: random.Random) -> int:
+def backoff_ms(fault: Fault, attempt: int, rng: random.Random, cap_ms: int | None = None) -> int:
     """Return a full-jitter delay before retry number `attempt` (1 for the first retry).
 
     Random from 1 ms up to min(base x 2^attempt, cap): 100 ms and 60 s for conflicts, 500 ms
-    and 2 h for transient store errors.
+    and 2 h for transient store errors; `cap_ms` lowers the cap.
     """
     if fault is Fault.CONFLICT:
         base, cap = CONFLICT_BASE_MS, CONFLICT_CAP_MS
@@ -75,5 +75,7 @@ def backoff_ms(fault: Fault, attempt: int, rng: random.Random) -> int:
     else:
         msg = f"a {fault.value} error is not retried"
         raise ValueError(msg)
+    if cap_ms is not None:
+        cap = min(cap, cap_ms)
     exponent = min(max(attempt, 0), 32)  # past the cap anyway; keeps the number small
     return rng.randint(1, min(base * 2**exponent, cap))  # never 0: a retry is never immediate

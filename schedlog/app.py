@@ -74,13 +74,14 @@ def _stop_running_apps() -> None:
 
 
 _RUNNING_JOB = threading.local()
-"""The job whose function runs on this thread, if any (`_refuse_inside_a_function`)."""
+"""The App and job whose function runs on this thread, if any (`_refuse_inside_a_function`)."""
 
 
-def _refuse_inside_a_function(call: str) -> None:
-    """Refuse a call that waits for the running functions, made by one of them."""
-    job_id = getattr(_RUNNING_JOB, "job_id", None)
-    if job_id is not None:
+def _refuse_inside_a_function(app: App, call: str) -> None:
+    """Refuse a call that waits for `app`'s running functions, made by one of them."""
+    running: tuple[App, str] | None = getattr(_RUNNING_JOB, "running", None)
+    if running is not None and running[0] is app:
+        job_id = running[1]
         raise RuntimeClosedError(
             f"{call} cannot be called from inside a scheduled function (job {job_id}): it "
             "would wait for that function itself; call it from application code"
@@ -264,14 +265,15 @@ class App(Audit):
             ctx = MutationCtx(self, job.job_id, now_ms, job.attempt, name=job.name)
         else:
             ctx = ActionCtx(self, job.job_id, now_ms, job.attempt)
-        _RUNNING_JOB.job_id = job.job_id
+        outer = getattr(_RUNNING_JOB, "running", None)
+        _RUNNING_JOB.running = (self, job.job_id)
         try:
             refuse_unrun(job.name, registered.fn(ctx, *job.args, **job.kwargs))
         except BaseException as e:
             log.info("job %s raised %r", job.job_id, e, extra={"job_id": job.job_id})
             return Invocation(describe_error(e))
         finally:
-            _RUNNING_JOB.job_id = None
+            _RUNNING_JOB.running = outer
             if isinstance(ctx, MutationCtx):
                 ctx.finish()
         if isinstance(ctx, MutationCtx):
@@ -379,7 +381,7 @@ class App(Audit):
         which saves the outcome when the function ends (unless recovery failed it meanwhile).
         """
         check_seconds(timeout_s)
-        _refuse_inside_a_function("app.stop")
+        _refuse_inside_a_function(self, "app.stop")
         with self._lock:
             timer, self._timer = self._timer, None
             executors, self._executors = self._executors, []
@@ -410,7 +412,7 @@ class App(Audit):
 
     def close(self) -> None:
         """Stop the runtime and close the store."""
-        _refuse_inside_a_function("app.close")
+        _refuse_inside_a_function(self, "app.close")
         self.stop()
         with self._lock:
             if self._closed:
@@ -445,7 +447,7 @@ class App(Audit):
         count, nor do due jobs waiting for the executors they hold.
         """
         check_seconds(timeout_s)
-        _refuse_inside_a_function("app.wait_until_idle")
+        _refuse_inside_a_function(self, "app.wait_until_idle")
         timer = self._timer
         if timer is None:
             raise RuntimeClosedError("the runtime is not started: call app.start() first")

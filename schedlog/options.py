@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 from schedlog.errors import ConfigurationError
 from schedlog.events.validation import is_plain_int
@@ -40,8 +41,9 @@ def check_options(
         )
 
 
-MAX_TIMEOUT_S = 100_000_000
-"""The longest `timeout_s` taken: far below `threading.TIMEOUT_MAX` once added to a clock."""
+MAX_TIMEOUT_S = int(threading.TIMEOUT_MAX / 2)
+"""The longest `timeout_s` taken (about 146 years on Linux): Python's own waits overflow past
+`threading.TIMEOUT_MAX`, and some add the time already spent."""
 
 
 def check_seconds(timeout_s: object) -> None:
@@ -52,5 +54,5 @@ def check_seconds(timeout_s: object) -> None:
         raise ConfigurationError(f"timeout_s must be finite and >= 0, got {timeout_s!r}")
     if timeout_s > MAX_TIMEOUT_S:  # past it, Python's own waits overflow (OverflowError)
         raise ConfigurationError(
-            f"timeout_s must be at most {MAX_TIMEOUT_S:,} s (about 3 years), got {timeout_s!r}"
+            f"timeout_s must be at most {MAX_TIMEOUT_S:,} s, got {timeout_s!r}"
         )

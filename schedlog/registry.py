@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import threading
 from dataclasses import dataclass, field
@@ -46,37 +47,38 @@ class Registered:
             ) from None
 
 
-_WHAT_IT_MAKES = "coroutine or generator object"
-
-
 def _never_runs(fn: Callable[..., Any]) -> bool:
+    """Tell whether calling `fn` only makes a coroutine or generator (its body never runs)."""
+    call: object = fn
+    if not (inspect.isroutine(fn) or isinstance(fn, (functools.partial, type))):
+        call = getattr(fn, "__call__", fn)  # an object's: `async def __call__` included  # noqa: B004
     return (
-        inspect.iscoroutinefunction(fn)
-        or inspect.isgeneratorfunction(fn)
-        or inspect.isasyncgenfunction(fn)
+        inspect.iscoroutinefunction(call)
+        or inspect.isgeneratorfunction(call)
+        or inspect.isasyncgenfunction(call)
     )
 
 
 def refuse_unrun(name: str, result: object) -> None:
-    """Raise if a function's call returned a coroutine or generator: its body did not run.
+    """Raise if a function returned a coroutine: nothing awaits it, so its body never runs.
 
     Registration refuses async and generator functions; this catches what it cannot tell
-    (an object whose `__call__` is async, a wrapper returning a coroutine).
+    (a wrapper that returns a coroutine). A generator returned by a function whose body ran
+    is a value like any other.
     """
-    if inspect.isawaitable(result) or inspect.isgenerator(result) or inspect.isasyncgen(result):
-        close = getattr(result, "close", None)
-        if close is not None and not inspect.isasyncgen(result):
-            close()  # no "coroutine was never awaited" warning: the error says it
+    if inspect.iscoroutine(result):
+        result.close()  # no "coroutine was never awaited" warning: the error says it
         raise ConfigurationError(
-            f"{name!r} returned a {type(result).__name__} ({_WHAT_IT_MAKES}), so its body did "
-            "not run: async and generator functions are not supported; register a plain "
-            "function (one that calls asyncio.run, say)"
+            f"{name!r} returned a coroutine, which nothing awaits: async functions are not "
+            "supported; register a plain function (one that calls asyncio.run, say)"
         )
 
 
 def _signature_of(fn: Callable[..., Any]) -> inspect.Signature | None:
     try:
-        return inspect.signature(fn)
+        # What Python binds when it calls `fn`: not the function a `functools.wraps` wrapper
+        # wraps, whose parameters the wrapper may add to or take from.
+        return inspect.signature(fn, follow_wrapped=False)
     except (TypeError, ValueError):  # some built-ins and C callables have none to read
         return None
 
@@ -100,8 +102,8 @@ class Registry:
             raise ConfigurationError(f"only functions can be registered, got {fn!r}")
         if _never_runs(fn):
             raise ConfigurationError(
-                f"{fn!r} is an async or generator function: calling it only makes a "
-                f"{_WHAT_IT_MAKES}, so its body would never run; register a plain function "
+                f"{fn!r} is an async or generator function: calling it only makes a coroutine "
+                "or generator object, so its body would never run; register a plain function "
                 "(one that calls asyncio.run, say)"
             )
         if name is None:

@@ -33,7 +33,7 @@ from schedlog.projections.reads import READ_CONFLICT
 from schedlog.projections.sql import Dialect, store_open
 from schedlog.projections.sqlite_store import SYNCHRONOUS_KEY
 from schedlog.projections.transcoder import OrjsonTranscoder
-from schedlog.projections.view import TABLE, VIEW_EVENTS, ViewKeeper
+from schedlog.projections.view import JOB_TOPIC_PREFIX, TABLE, VIEW_EVENTS, ViewKeeper
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -147,8 +147,13 @@ class JobStore(Application[UUID]):
         try:
             with store_open(self.db):
                 job: object = self.repository.get(key, projector_func=_project)
-        except (AggregateNotFoundError, TopicError):
-            return None  # TopicError: an aggregate of the user's, of a class not imported here
+        except AggregateNotFoundError:
+            return None
+        except TopicError:  # an aggregate of the user's, of a class not imported here?
+            first = self.recorder.select_events(key, limit=1)
+            if first and first[0].topic.startswith(JOB_TOPIC_PREFIX):
+                raise  # a job's own event that cannot be read: not "no such job"
+            return None
         return job if isinstance(job, ScheduledFunction) else None
 
     def load_jobs(self, job_ids: Sequence[str]) -> dict[str, ScheduledFunction]:

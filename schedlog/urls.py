@@ -43,7 +43,13 @@ class StoreConfig:
         return _without_password(self.url)
 
     def same_store(self, other: StoreConfig) -> bool:
-        """Tell whether `other` names the same store (its options aside); memory:// never."""
+        """Tell whether `other` names the same store (its options aside).
+
+        The same URL is the same store (`memory://` included: a fresh one either way);
+        PostgreSQL hosts are compared as written (`localhost` is not `127.0.0.1`).
+        """
+        if self.url == other.url:
+            return True
         if self.postgres is not None and other.postgres is not None:
             return all(self.postgres[k] == other.postgres[k] for k in _PG_IDENTITY)
         if self.is_memory or other.is_memory or self.postgres or other.postgres:

@@ -11,6 +11,7 @@ from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import OperationalError
 
 from schedlog import App, SchedlogError, StoreError
+from schedlog.actors.runner import UNSAVED_CAP_MS
 from schedlog.events import ScheduledFunction
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, balance, state, types
@@ -521,7 +522,8 @@ def test_claims_that_save_nothing_back_off_longer_each_try_s15(
     """A write outage writes no `Retried`: S15's n still counts the tries, so the delay grows.
 
     Before, every claim of an action (and every unrecorded retry of a mutation) in a long
-    outage was tried again within 0-1 s. Once a save lands, the count starts again.
+    outage was tried again within 0-1 s. The delays stop growing at 30 s, so a job waits at
+    most that long once the store is back; once a save lands, the count starts again.
     """
     ran: list[str] = []
 
@@ -532,9 +534,12 @@ def test_claims_that_save_nothing_back_off_longer_each_try_s15(
     failures = outage(app, monkeypatch, when=has(ScheduledFunction.Started), times=4)
     attempts: list[int] = []
 
-    def spy(fault: object, attempt: int, rng: object) -> int:
+    caps: list[int | None] = []
+
+    def spy(fault: object, attempt: int, rng: object, cap_ms: int | None = None) -> int:
         del fault, rng
         attempts.append(attempt)
+        caps.append(cap_ms)
         return 500
 
     monkeypatch.setattr("schedlog.actors.runner.backoff_ms", spy)
@@ -546,6 +551,7 @@ def test_claims_that_save_nothing_back_off_longer_each_try_s15(
         app.wait_until_idle()
     assert failures == [1, 1, 1, 1]
     assert attempts == [1, 2, 3, 4]
+    assert caps == [None, UNSAVED_CAP_MS, UNSAVED_CAP_MS, UNSAVED_CAP_MS]  # back within 30 s
     assert ran == [job]
     failures[:] = [1, 1, 1]  # one failure left: the next claim's
     again = app.scheduler.run_after(0, send)

@@ -272,7 +272,12 @@ async def _async_generator(ctx):
     yield 1
 
 
-@pytest.mark.parametrize("fn", [_coroutine, _generator, _async_generator])
+class _AsyncCall:
+    async def __call__(self, ctx) -> None:
+        del ctx
+
+
+@pytest.mark.parametrize("fn", [_coroutine, _generator, _async_generator, _AsyncCall()])
 @pytest.mark.parametrize("kind", ["action", "mutation"])
 def test_async_and_generator_functions_are_refused_at_registration(
     app: App, fn: object, kind: str
@@ -284,25 +289,59 @@ def test_async_and_generator_functions_are_refused_at_registration(
     assert app.registry.get("jobs:never") is None
 
 
-class _AsyncCall:
-    async def __call__(self, ctx) -> None:
+def test_a_function_that_returns_a_coroutine_fails_its_job_saying_why(app: App) -> None:
+    """Registration cannot tell a wrapper that returns one; nothing would await it. A
+    generator returned by a function whose body ran is a value like any other."""
+
+    def wrapper(ctx) -> object:
+        return _coroutine(ctx)
+
+    def gives_a_generator(ctx, items: list[int]) -> object:
         del ctx
+        return (i for i in items)
 
-
-def test_a_callable_that_returns_a_coroutine_fails_its_job_saying_why(app: App) -> None:
-    """Registration cannot tell an object whose `__call__` is async: the run can."""
-    app.action(name="io:async")(_AsyncCall())
-    app.mutation(name="jobs:async")(_AsyncCall())
+    app.action(name="io:async")(wrapper)
+    app.mutation(name="jobs:async")(wrapper)
+    app.mutation(name="jobs:gen")(gives_a_generator)
     jobs = [app.scheduler.run_after(0, name) for name in ("io:async", "jobs:async")]
+    fine = app.scheduler.run_after(0, "jobs:gen", [1, 2])
     app.start()
     app.wait_until_idle()
     for job in jobs:
         doc = app.scheduled_functions.get(job)
         assert doc is not None
         assert doc["state"]["kind"] == "failed"
-        assert "returned a coroutine" in doc["state"]["error"]
+        assert "returned a coroutine, which nothing awaits" in doc["state"]["error"]
+    assert state(app, fine) == "success"
     with pytest.raises(ConfigurationError, match="returned a coroutine"):
         app.run_mutation("jobs:async")
+    assert list(app.run_mutation("jobs:gen", [3])) == [3]
+
+
+def test_a_wrapper_is_checked_by_its_own_parameters_not_the_wrapped_ones_s8(app: App) -> None:
+    """`functools.wraps` makes `inspect.signature` show the wrapped function's parameters: a
+    decorator that supplies one of them was refused (`missing a required argument`)."""
+
+    def injects_db(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(ctx, *args: Any, **kwargs: Any) -> Any:
+            return fn(ctx, "the db", *args, **kwargs)
+
+        return wrapper
+
+    seen: list[tuple[str, int]] = []
+
+    @app.action(name="jobs:injected")
+    @injects_db
+    def injected(ctx, db: str, x: int) -> None:
+        del ctx
+        seen.append((db, x))
+
+    job = app.scheduler.run_after(0, injected, 1)
+    app.start()
+    app.wait_until_idle()
+    assert state(app, job) == "success"
+    assert seen == [("the db", 1)]
 
 
 def test_a_mutations_ctx_kept_past_its_return_refuses_to_stage_s14(app: App) -> None:
@@ -404,6 +443,57 @@ def test_a_function_that_stops_or_waits_for_the_runtime_is_refused(
     assert state(app, after) == "success"
 
 
+def test_a_function_may_drive_another_app(app: App, clock: FakeClock, tmp_path: Any) -> None:
+    """Only the App running the function is refused: another one's stop was refused too, and
+    its runtime left running."""
+    other = App(store=f"sqlite://{tmp_path / 'other.db'}", clock=clock)
+    register_noop(other)
+    done: list[str] = []
+
+    def drives(ctx) -> None:
+        del ctx
+        with other:
+            other.scheduler.run_after(0, "jobs:noop")
+            other.wait_until_idle()
+        done.append("ok")
+
+    app.action(name="jobs:drives")(drives)
+    job = app.scheduler.run_after(0, "jobs:drives")
+    app.start()
+    app.wait_until_idle()
+    assert state(app, job) == "success"
+    assert done == ["ok"]
+    other.close()
+
+
+def test_a_job_whose_event_cannot_be_read_is_an_error_not_a_missing_job(tmp_path: Any) -> None:
+    """The id of a user's aggregate of a class not imported here is no job's (the CLI's case);
+    a job's own event whose topic does not resolve is not hidden as "no such job"."""
+    import sqlite3
+
+    from eventsourcing.utils import TopicError
+
+    path = tmp_path / "jobs.db"
+    app = App(store=f"sqlite://{path}")
+    try:
+        broken, foreign = uuid.uuid4(), uuid.uuid4()
+        with sqlite3.connect(path) as db:
+            for key, topic in (
+                (broken, "schedlog.events.function:ScheduledFunction.Gone"),
+                (foreign, "someone.elses.module:Ledger.Created"),
+            ):
+                db.execute(
+                    "INSERT INTO stored_events (originator_id, originator_version, topic, state) "
+                    "VALUES (?, 1, ?, ?)",
+                    (key.hex, topic, b"{}"),
+                )
+        assert app.store.load_job(str(foreign)) is None
+        with pytest.raises(TopicError):
+            app.store.load_job(str(broken))
+    finally:
+        app.close()
+
+
 def test_nested_with_blocks_keep_the_runtime_up_until_the_outermost_ends(app: App) -> None:
     register_noop(app)
     with app:
@@ -426,6 +516,7 @@ def test_a_timeout_too_long_for_python_s_waits_is_refused_by_name(app: App) -> N
             call(timeout_s=1e12)
     app.wait_until_idle(timeout_s=MAX_TIMEOUT_S)
     app.stop(timeout_s=MAX_TIMEOUT_S)
+    assert MAX_TIMEOUT_S >= 1e9  # a common "wait forever"
 
 
 def test_bad_configuration_is_refused() -> None:

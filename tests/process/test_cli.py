@@ -340,7 +340,8 @@ def test_a_store_url_names_the_same_store_whatever_its_spelling_or_options(
     db = parse_store_url(f"sqlite://{tmp_path}/jobs.db")
     assert db.same_store(parse_store_url("sqlite://jobs.db?synchronous=normal"))
     assert not db.same_store(parse_store_url("sqlite://other.db"))
-    assert not parse_store_url("memory://").same_store(parse_store_url("memory://"))
+    assert parse_store_url("memory://").same_store(parse_store_url("memory://"))  # --store's
+    assert not parse_store_url("memory://").same_store(db)
     pg = parse_store_url("postgresql://ann:secret@127.0.0.1:5432/test?schema=a")
     assert pg.same_store(parse_store_url("postgresql://bob@127.0.0.1/test?schema=a&pool_size=2"))
     assert not pg.same_store(parse_store_url("postgresql://ann@127.0.0.1:5432/test?schema=b"))

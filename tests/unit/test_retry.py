@@ -67,6 +67,16 @@ def test_transient_backoff_is_full_jitter_up_to_500ms_doubling_capped_at_2h(atte
     assert ceiling * 0.9 < max(delays) <= ceiling
 
 
+def test_a_lower_cap_bounds_the_jitter_and_never_raises_it() -> None:
+    rng = random.Random(3)
+    delays = [backoff_ms(Fault.TRANSIENT, 20, rng, cap_ms=30_000) for _ in range(2_000)]
+    assert min(delays) >= 1
+    assert max(delays) <= 30_000
+    assert max(delays) > 25_000  # full jitter up to the cap
+    early = [backoff_ms(Fault.TRANSIENT, 1, rng, cap_ms=30_000) for _ in range(200)]
+    assert max(early) <= 1_000  # below the cap, the base x 2^n bound holds
+
+
 def test_permanent_errors_have_no_backoff() -> None:
     with pytest.raises(ValueError, match="not retried"):
         backoff_ms(Fault.PERMANENT, 1, random.Random(0))
