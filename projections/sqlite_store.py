@@ -127,6 +127,10 @@ class StatementCachingPool(SQLiteConnectionPool):
         # request threads, say, would otherwise pile up connections until the store closes).
         self._readers: weakref.WeakSet[SQLiteConnection] = weakref.WeakSet()
         self._commits = 0
+        self._busy: dict[int, SQLiteConnection] = {}
+        """The writer and readers running a statement now (`_using`): `close` leaves them to
+        their user, who closes them when done (closing one mid-statement crashed the process)."""
+        self._shut = False
         self.checkpointer: _Checkpointer | None = None
         """Started with the writer of a file with `synchronous=NORMAL`: checkpoints off the
         commit path (see the module's docstring)."""
@@ -167,11 +171,11 @@ class StatementCachingPool(SQLiteConnectionPool):
             msg = "an in-memory store has no writer connection: use the pool"
             raise RuntimeError(msg)
         try:
-            with writer.transaction(commit=True) as cursor:
+            with self._using(writer), writer.transaction(commit=True) as cursor:
                 yield cursor
         except BaseException:
             raw = writer._sqlite_conn  # noqa: SLF001 - the library keeps it private
-            if raw.in_transaction:
+            if not writer.closed and raw.in_transaction:  # closed: the store closed meanwhile
                 raw.rollback()
             raise
         self._commits += 1  # only the group commit's leader is here, one at a time
@@ -195,23 +199,73 @@ class StatementCachingPool(SQLiteConnectionPool):
                 self._readers.add(conn)
             self._mine.conn = conn
         try:
-            return conn._sqlite_conn.execute(sql, params).fetchall()  # noqa: SLF001
+            with self._using(conn):
+                return conn._sqlite_conn.execute(sql, params).fetchall()  # noqa: SLF001
         except sqlite3.Error as e:
             mapped = next(ours for theirs, ours in _READ_ERRORS if isinstance(e, theirs))
             raise mapped(e) from e
 
+    @contextmanager
+    def _using(self, conn: SQLiteConnection) -> Iterator[None]:
+        """Mark `conn` busy while it runs; if the pool closed meanwhile, close it after."""
+        with self._writer_guard:
+            if self._shut:
+                raise ConnectionPoolClosedError(STORE_CLOSED)
+            self._busy[id(conn)] = conn
+        try:
+            yield
+        finally:
+            self._release(conn)
+
+    def _release(self, conn: SQLiteConnection) -> None:
+        with self._writer_guard:
+            del self._busy[id(conn)]
+            if self._shut:  # closed meanwhile: `close` left this one to us
+                conn.close()
+
     def close(self) -> None:
-        """Close the pool's connections, the writer's and the readers', and stop checkpoints."""
-        super().close()
+        """Close the connections, the writer's and the readers', and stop checkpoints.
+
+        One that another thread is using now is closed by that thread once it is done: closing
+        a connection under a running statement crashed the process (SIGSEGV), for example when
+        an App was closed while a request thread still read or scheduled.
+        """
+        with self._put_condition:
+            if not self._closed:
+                while self._pool:
+                    self._pool.popleft().close()
+                self._closed = True  # those in use are closed as they come back (below)
         if self.checkpointer is not None:
             self.checkpointer.stop()
         with self._writer_guard:
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
-            for reader in list(self._readers):
-                reader.close()
+            self._shut = True
+            for conn in [self._writer, *self._readers]:
+                if conn is not None and id(conn) not in self._busy:
+                    conn.close()
+            self._writer = None
             self._readers.clear()
+
+    def put_connection(self, conn: SQLiteConnection) -> None:
+        """Take a connection back from the library's pool users; after `close`, close it.
+
+        The library's own `close` closed connections in use, and then refused them back.
+        """
+        with self._put_condition:
+            closed = self._closed
+            if closed:
+                self._in_use.pop(id(conn), None)
+        if not closed:
+            super().put_connection(conn)
+            return
+        is_writer, conn.is_writer = conn.is_writer, None
+        conn.close()
+        conn.in_use.release()
+        if is_writer is True:  # as the library's put_connection does
+            self._num_writers -= 1
+            self._writer_lock.release()
+        elif is_writer is False:
+            with self._no_readers:
+                self._num_readers -= 1
 
     def _create_connection(self) -> SQLiteConnection:
         """Open a connection as the library does (WAL, autocommit, rows by name), caching."""
