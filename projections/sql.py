@@ -12,7 +12,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from eventsourcing.persistence import ConnectionPoolClosedError, OperationalError
+from eventsourcing.persistence import (
+    ConnectionPoolClosedError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    PersistenceError,
+)
 
 from schedlog.events import StoreError
 
@@ -165,18 +171,34 @@ def _begin_immediate(datastore: Any) -> Iterator[Any]:
     timeout; taking the lock up front waits for it instead.
     """
     with datastore.get_connection(commit=True) as connection:
-        cursor = connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")  # the library's cursor maps a timeout to its error
+        try:
+            cursor = connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:  # "database is locked" after the lock timeout, say
+            raise _as_library_error(e) from e
         try:
             yield cursor
-        except BaseException:
+        except BaseException as e:
             connection.rollback()
+            if isinstance(e, sqlite3.Error):  # the library's cursor raises the driver's own
+                raise _as_library_error(e) from e
             raise
         try:
             connection.commit()
         except sqlite3.Error as e:
             connection.rollback()
-            raise OperationalError(e) from e
+            raise _as_library_error(e) from e
+
+
+def _as_library_error(error: sqlite3.Error) -> PersistenceError:
+    """Return the driver's error as the library's transactions report it (`retry.classify`)."""
+    if isinstance(error, sqlite3.OperationalError):
+        return OperationalError(error)
+    if isinstance(error, sqlite3.IntegrityError):
+        return IntegrityError(error)
+    if isinstance(error, sqlite3.InterfaceError):
+        return InterfaceError(error)
+    return PersistenceError(error)
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,10 +218,13 @@ class Db:
             began = _begin_immediate(self.datastore)
         else:
             began = self.datastore.transaction(commit=commit)
-        with store_open(self), began as raw:
-            cur = Cur(raw, self.dialect)
-            cur.use_schema(self.schema)
-            yield cur
+        try:
+            with store_open(self), began as raw:
+                cur = Cur(raw, self.dialect)
+                cur.use_schema(self.schema)
+                yield cur
+        except PersistenceError as e:  # the store's, not the block's own: a SchedlogError
+            raise StoreError(f"store error: {e}") from e
 
     @property
     def closed(self) -> bool:

@@ -87,3 +87,26 @@ def test_a_stop_signal_lets_the_running_function_finish_then_exits_0(
         assert observer.scheduled_functions.get(later_job)["state"] == {"kind": "pending"}  # type: ignore[index]
     finally:
         observer.close()
+
+
+def test_a_busy_store_is_a_store_error_for_every_caller(tmp_path: Path) -> None:
+    """Opening an App, a replay and retention got the driver's bare sqlite3.OperationalError
+    ("database is locked"): no SchedlogError, and the runtime took it for a permanent error
+    (`schedlog run` died with a traceback). Each waits the lock timeout (1 s), then says so."""
+    from schedlog import App, StoreError
+    from schedlog.actors.retry import Fault, classify
+
+    db = tmp_path / "jobs.db"
+    url = f"sqlite://{db}?lock_timeout=1"
+    app = App(store=url)
+    locker = sqlite3.connect(db, timeout=30, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        for call in (lambda: App(store=url), app.replay, lambda: app.apply_retention(0)):
+            with pytest.raises(StoreError, match="database is locked") as busy:
+                call()
+            assert classify(busy.value) is Fault.TRANSIENT  # backed off, not failed
+    finally:
+        locker.rollback()
+        locker.close()
+        app.close()
