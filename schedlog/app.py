@@ -17,11 +17,12 @@ from schedlog.actors.batch import BatchRunner
 from schedlog.actors.commits import CommitPool
 from schedlog.actors.executor import ExecutorActor
 from schedlog.actors.follower import LogWatcher
+from schedlog.actors.host import Invocation, describe_error
 from schedlog.actors.lead import Lead
 from schedlog.actors.messages import BackingOff, JobsScheduled, Settle, StopDispatching
 from schedlog.actors.node import make_node_id
 from schedlog.actors.recovery import RecoverNow, RecoveryActor
-from schedlog.actors.runner import DEFAULT_LEASE_MS, Invocation, describe_error
+from schedlog.actors.runner import DEFAULT_LEASE_MS
 from schedlog.actors.timer import Spread, TimerActor
 from schedlog.audit import DEFAULT_RETENTION_MS, Audit
 from schedlog.clock import Clock, SystemClock
