@@ -198,12 +198,24 @@ class StatementCachingPool(SQLiteConnectionPool):
             with self._writer_guard:
                 self._readers.add(conn)
             self._mine.conn = conn
+        # As `_using`, without its lock (a read is on every job's path; the lock cost 3-4 us):
+        # marked busy, then `_shut` looked at, where `close` sets `_shut`, then looks at the
+        # busy ones. Under the GIL one of the two sees the other: this read does not start,
+        # or `close` leaves the connection to it.
+        key = id(conn)
+        self._busy[key] = conn
+        if self._shut:
+            del self._busy[key]
+            raise ConnectionPoolClosedError(STORE_CLOSED)
         try:
-            with self._using(conn):
-                return conn._sqlite_conn.execute(sql, params).fetchall()  # noqa: SLF001
+            return conn._sqlite_conn.execute(sql, params).fetchall()  # noqa: SLF001
         except sqlite3.Error as e:
             mapped = next(ours for theirs, ours in _READ_ERRORS if isinstance(e, theirs))
             raise mapped(e) from e
+        finally:
+            del self._busy[key]
+            if self._shut:  # closed meanwhile (another thread: mypy cannot tell)
+                conn.close()  # type: ignore[unreachable]  # `close` may have left it to us
 
     @contextmanager
     def _using(self, conn: SQLiteConnection) -> Iterator[None]:
@@ -238,7 +250,7 @@ class StatementCachingPool(SQLiteConnectionPool):
         if self.checkpointer is not None:
             self.checkpointer.stop()
         with self._writer_guard:
-            self._shut = True
+            self._shut = True  # before the busy ones are looked at: see `read`
             for conn in [self._writer, *self._readers]:
                 if conn is not None and id(conn) not in self._busy:
                     conn.close()

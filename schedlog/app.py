@@ -269,7 +269,9 @@ class App(Audit):
         outer = getattr(_RUNNING_JOB, "running", None)
         _RUNNING_JOB.running = (self, job.job_id)
         try:
-            refuse_unrun(job.name, registered.fn(ctx, *job.args, **job.kwargs))
+            result = registered.fn(ctx, *job.args, **job.kwargs)
+            if result is not None:  # nearly always None: no call
+                refuse_unrun(job.name, result)
         except BaseException as e:
             log.info("job %s raised %r", job.job_id, e, extra={"job_id": job.job_id})
             return Invocation(describe_error(e))
