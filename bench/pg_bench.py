@@ -951,7 +951,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # The fill schedules 1,000 jobs per commit, the limit (S10), on purpose: not worth a warning.
-    logging.getLogger("schedlog.context").setLevel(logging.ERROR)
+    logging.getLogger("schedlog.scheduler").setLevel(logging.ERROR)
     console = Console(width=None if sys.stdout.isatty() else 200, highlight=False)
     machine = machine_info(opts.dsn)
     command = shlex.join([sys.executable, *sys.argv])

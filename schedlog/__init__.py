@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from schedlog.app import App
 from schedlog.clock import Clock, SystemClock
-from schedlog.context import ActionCtx, MutationCtx, Scheduler
+from schedlog.context import ActionCtx, MutationCtx
 from schedlog.errors import (
     ArgsMismatchError,
     ArgsNotSerializableError,
@@ -24,6 +24,7 @@ from schedlog.errors import (
     UnknownFunctionError,
 )
 from schedlog.projections.queries import Page
+from schedlog.scheduler import Scheduler
 
 __all__ = [
     "ActionCtx",

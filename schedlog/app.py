@@ -26,7 +26,7 @@ from schedlog.actors.runner import DEFAULT_LEASE_MS
 from schedlog.actors.timer import Spread, TimerActor
 from schedlog.audit import DEFAULT_RETENTION_MS, Audit
 from schedlog.clock import Clock, SystemClock
-from schedlog.context import ActionCtx, AppScheduler, MutationCtx, run_mutation_now
+from schedlog.context import ActionCtx, MutationCtx, run_mutation_now
 from schedlog.errors import (
     ConfigurationError,
     IdleTimeoutError,
@@ -41,6 +41,7 @@ from schedlog.projections.queries import DueJob, history_entries, job_key
 from schedlog.projections.reads import READ_VERSIONS
 from schedlog.projections.sql import Dialect
 from schedlog.registry import Registry, refuse_unrun
+from schedlog.scheduler import AppScheduler
 from schedlog.shutdown import ACTOR_STOP_S, stop_actor, stop_executors
 from schedlog.store import ChangeListener, open_store
 from schedlog.urls import parse_store_url
