@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING, overload
 
 from schedlog.errors import ConfigurationError, JobNotFoundError
 from schedlog.events.validation import is_plain_int
+from schedlog.projections.decode import JobEventDecoder
 from schedlog.projections.queries import job_key
-from schedlog.projections.replay import AsOfView, JobEventDecoder, build_as_of, prune, rebuild
+from schedlog.projections.replay import AsOfView, build_as_of, prune, rebuild
 from schedlog.projections.schema import TABLE
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from eventsourcing.persistence import Notification
 from schedlog import App, SchedlogError
 from schedlog.events import FunctionKind, Outcome, ScheduledFunction
 from schedlog.projections import replay
-from schedlog.projections.replay import JobEventDecoder
+from schedlog.projections.decode import JobEventDecoder
 from schedlog.projections.rows import change_for, change_of
 from schedlog.projections.schema import COUNTS, LINKS
 from schedlog.testing import FakeClock
