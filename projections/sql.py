@@ -223,7 +223,7 @@ class Db:
                 cur = Cur(raw, self.dialect)
                 cur.use_schema(self.schema)
                 yield cur
-        except PersistenceError as e:  # the store's, not the block's own: a SchedlogError
+        except PersistenceError as e:  # the store's or the block's statements': a SchedlogError
             raise StoreError(f"store error: {e}") from e
 
     @property

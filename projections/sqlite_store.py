@@ -149,6 +149,8 @@ class StatementCachingPool(SQLiteConnectionPool):
         if self.is_sqlite_memory_mode:
             return None
         with self._writer_guard:
+            if self._shut:  # closed: not one more connection (a commit thread's late retry)
+                raise ConnectionPoolClosedError(STORE_CLOSED)
             if self._writer is None or self._writer.closed:
                 self._writer = self._create_connection()
                 cursor = self._writer.cursor()
@@ -170,14 +172,15 @@ class StatementCachingPool(SQLiteConnectionPool):
         if writer is None:
             msg = "an in-memory store has no writer connection: use the pool"
             raise RuntimeError(msg)
-        try:
-            with self._using(writer), writer.transaction(commit=True) as cursor:
-                yield cursor
-        except BaseException:
-            raw = writer._sqlite_conn  # noqa: SLF001 - the library keeps it private
-            if not writer.closed and raw.in_transaction:  # closed: the store closed meanwhile
-                raw.rollback()
-            raise
+        with self._using(writer):  # the rollback below too: `close` waits for it
+            try:
+                with writer.transaction(commit=True) as cursor:
+                    yield cursor
+            except BaseException:
+                raw = writer._sqlite_conn  # noqa: SLF001 - the library keeps it private
+                if raw.in_transaction:
+                    raw.rollback()
+                raise
         self._commits += 1  # only the group commit's leader is here, one at a time
         if self._commits % CHECKPOINT_EVERY == 0 and self.checkpointer is not None:
             self.checkpointer.wake()
@@ -206,6 +209,7 @@ class StatementCachingPool(SQLiteConnectionPool):
         self._busy[key] = conn
         if self._shut:
             del self._busy[key]
+            conn.close()  # this thread's own: maybe opened just as `close` ran
             raise ConnectionPoolClosedError(STORE_CLOSED)
         try:
             return conn._sqlite_conn.execute(sql, params).fetchall()  # noqa: SLF001
@@ -262,22 +266,28 @@ class StatementCachingPool(SQLiteConnectionPool):
 
         The library's own `close` closed connections in use, and then refused them back.
         """
-        with self._put_condition:
-            closed = self._closed
-            if closed:
-                self._in_use.pop(id(conn), None)
-        if not closed:
-            super().put_connection(conn)
-            return
-        is_writer, conn.is_writer = conn.is_writer, None
-        conn.close()
-        conn.in_use.release()
-        if is_writer is True:  # as the library's put_connection does
-            self._num_writers -= 1
-            self._writer_lock.release()
-        elif is_writer is False:
-            with self._no_readers:
-                self._num_readers -= 1
+        with self._put_condition:  # (re-entrant: the library's method takes it again)
+            if not self._closed:
+                super().put_connection(conn)
+                return
+            self._in_use.pop(id(conn), None)
+            is_writer, conn.is_writer = conn.is_writer, None
+            conn.close()
+            conn.in_use.release()
+            if is_writer is True:  # as the library's put_connection does
+                self._num_writers -= 1
+                self._writer_lock.release()
+            elif is_writer is False:
+                with self._no_readers:
+                    self._num_readers -= 1
+                    self._no_readers.notify_all()
+            self._put_condition.notify_all()  # waiters then find the pool closed
+
+    def _get_connection(self, timeout: float = 0.0) -> SQLiteConnection:
+        """Refuse a connection once the pool is closed (the library would open a new one)."""
+        if self._closed:
+            raise ConnectionPoolClosedError(STORE_CLOSED)
+        return super()._get_connection(timeout)
 
     def _create_connection(self) -> SQLiteConnection:
         """Open a connection as the library does (WAL, autocommit, rows by name), caching."""

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -52,10 +52,15 @@ def run_worker(store: str | None, target: str, *, grace: float, max_outage: floa
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         del frame
+        if stopping.is_set():  # a second one (a hung import, say): as without the handler
+            signal.signal(signum, previous[signum])
+            signal.raise_signal(signum)
+            return
         log.info("received %s; stopping", signal.Signals(signum).name)
         stopping.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous: dict[int, Any] = {}
+    previous.update({s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)})
     app: App | None = None
     try:
         app = _open(store, target)

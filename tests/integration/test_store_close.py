@@ -80,3 +80,45 @@ def test_closing_while_a_statement_runs_waits_for_it_to_end(tmp_path: Path, via:
     assert pool._in_use == {}
     with pytest.raises(Exception, match="closed"):
         pool.read("SELECT 1", ())
+
+
+def test_nothing_opens_a_connection_after_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit thread's late retry opened a new writer after `close` (the files stayed open);
+    a reader opened just as `close` ran stayed open for the thread's life."""
+    app = App(store=f"sqlite://{tmp_path / 'jobs.db'}")
+    pool = app.store.recorder.datastore.pool
+    assert isinstance(pool, StatementCachingPool)
+    opened: list[Any] = []
+    create = pool._create_connection
+
+    def closing_meanwhile() -> Any:
+        conn = create()
+        opened.append(conn)
+        pool.close()  # lands between the reader's check and its first use
+        return conn
+
+    monkeypatch.setattr(pool, "_create_connection", closing_meanwhile)
+    with pytest.raises(Exception, match="closed"):
+        pool.read("SELECT 1", ())
+    assert [c.closed for c in opened] == [True]
+    with pytest.raises(Exception, match="closed"), pool.writer_transaction():
+        pass
+    assert len(opened) == 1  # no writer opened
+    app.close()
+
+
+def test_a_connection_given_back_after_close_is_closed_and_its_locks_freed(tmp_path: Path) -> None:
+    """Given back after `close`, the library refused it ("Pool is closed") though its
+    transaction had committed, and kept its writer lock."""
+    app = App(store=f"sqlite://{tmp_path / 'jobs.db'}")
+    datastore = app.store.recorder.datastore
+    pool = datastore.pool
+    with datastore.transaction(commit=True) as cursor:
+        cursor.execute("CREATE TABLE t (x)")
+        pool.close()
+        cursor.execute("INSERT INTO t VALUES (1)")
+    assert pool._in_use == {}
+    assert not pool._writer_lock.locked()
+    app.close()

@@ -313,6 +313,39 @@ def test_a_sigterm_while_the_module_is_imported_stops_the_worker_cleanly(tmp_pat
 
 
 @pytest.mark.process
+def test_a_second_sigterm_while_the_module_is_imported_ends_the_worker(tmp_path: Path) -> None:
+    """The first asks for a stop once the import ends; a second (a hung import) was ignored."""
+    (tmp_path / "hungapp.py").write_text(
+        "import sys\nprint('importing', flush=True)\nsys.stdin.readline()\n", encoding="utf-8"
+    )
+    proc = subprocess.Popen(
+        [*SCHEDLOG, "--store", f"sqlite://{tmp_path / 'jobs.db'}", "run", "hungapp:app"],
+        cwd=tmp_path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "importing\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.stderr is not None
+        line = "-"
+        while line and "received SIGTERM; stopping" not in line:  # handled: it logs it
+            line = proc.stderr.readline()
+        assert line, "the worker ended before it handled the first SIGTERM"
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=30)  # stdin is never written: the import never ends
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert status == -signal.SIGTERM
+
+
+@pytest.mark.process
 def test_run_refuses_a_store_option_its_app_does_not_use(tmp_path: Path) -> None:
     """The worker ran on the module's own store, saying so only in its banner: an operator
     pointing it at another database did not notice. A bad URL was not even looked at."""
