@@ -278,16 +278,14 @@ def test_run_rejects_a_target_that_is_not_an_app() -> None:
     assert_clean_failure(cli("run", "json"), "expected MODULE:APP")
 
 
-@pytest.mark.process
-def test_a_sigterm_while_the_module_is_imported_stops_the_worker_cleanly(tmp_path: Path) -> None:
-    """A supervisor's SIGTERM right after the spawn killed the worker (status -15) while the
-    user's module was still being imported: the handler came after it."""
+def _importing_worker(tmp_path: Path, rest: str) -> subprocess.Popen[str]:
+    """Start `schedlog run` on a module that blocks its import until a line on stdin, then
+    runs `rest`; return once the import has begun."""
     (tmp_path / "slowapp.py").write_text(
         "import sys\n"
         "from schedlog import App\n"
         "print('importing', flush=True)\n"
-        "sys.stdin.readline()  # the test says when the import may end\n"
-        "app = App()\n",
+        "sys.stdin.readline()  # the test says when the import may end\n" + rest,
         encoding="utf-8",
     )
     proc = subprocess.Popen(
@@ -299,9 +297,17 @@ def test_a_sigterm_while_the_module_is_imported_stops_the_worker_cleanly(tmp_pat
         text=True,
         env=clean_env(),
     )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "importing\n"
+    return proc
+
+
+@pytest.mark.process
+def test_a_sigterm_while_the_module_is_imported_stops_the_worker_cleanly(tmp_path: Path) -> None:
+    """A supervisor's SIGTERM right after the spawn killed the worker (status -15) while the
+    user's module was still being imported: the handler came after it."""
+    proc = _importing_worker(tmp_path, "app = App()\n")
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "importing\n"
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate("go\n", timeout=30)
     finally:
@@ -315,21 +321,8 @@ def test_a_sigterm_while_the_module_is_imported_stops_the_worker_cleanly(tmp_pat
 @pytest.mark.process
 def test_a_second_sigterm_while_the_module_is_imported_ends_the_worker(tmp_path: Path) -> None:
     """The first asks for a stop once the import ends; a second (a hung import) was ignored."""
-    (tmp_path / "hungapp.py").write_text(
-        "import sys\nprint('importing', flush=True)\nsys.stdin.readline()\n", encoding="utf-8"
-    )
-    proc = subprocess.Popen(
-        [*SCHEDLOG, "--store", f"sqlite://{tmp_path / 'jobs.db'}", "run", "hungapp:app"],
-        cwd=tmp_path,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=clean_env(),
-    )
+    proc = _importing_worker(tmp_path, "")  # stdin is never written: the import never ends
     try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "importing\n"
         proc.send_signal(signal.SIGTERM)
         assert proc.stderr is not None
         line = "-"
@@ -337,7 +330,7 @@ def test_a_second_sigterm_while_the_module_is_imported_ends_the_worker(tmp_path:
             line = proc.stderr.readline()
         assert line, "the worker ended before it handled the first SIGTERM"
         proc.send_signal(signal.SIGTERM)
-        status = proc.wait(timeout=30)  # stdin is never written: the import never ends
+        status = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
