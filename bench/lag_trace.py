@@ -18,6 +18,7 @@ timelines of the latest jobs. A step that ends after the due time is in the lag.
     .venv/bin/python bench/lag_trace.py                      # 1,000 actions, worker in-process
     .venv/bin/python bench/lag_trace.py --other --show 5     # scheduled by another process
     .venv/bin/python bench/lag_trace.py --mutations          # mutations (no claim, no look)
+    .venv/bin/python bench/lag_trace.py --store /tmp/schedlog-suite-1000000.db   # on a backlog
 """
 
 from __future__ import annotations
@@ -149,6 +150,9 @@ def main() -> None:
     parser.add_argument("--mutations", action="store_true", help="trace mutations, not actions")
     parser.add_argument("--show", type=int, default=10, help="timelines of the N latest jobs")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--store", type=Path, help="an existing SQLite file to run on (the suite's scale store)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -158,7 +162,7 @@ def main() -> None:
     _stamp(stamps)
     started: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        store = f"sqlite://{tmp}/trace.db"
+        store = f"sqlite://{args.store or Path(tmp) / 'trace.db'}"
         app = _app(store, started)
         app.start()
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import contextlib
 import logging
 import threading
 import weakref
@@ -17,43 +16,41 @@ from schedlog.actors.batch import BatchRunner
 from schedlog.actors.commits import CommitPool
 from schedlog.actors.executor import ExecutorActor
 from schedlog.actors.follower import LogWatcher
-from schedlog.actors.host import Invocation, describe_error
 from schedlog.actors.lead import Lead
-from schedlog.actors.messages import BackingOff, JobsScheduled, Settle, StopDispatching
+from schedlog.actors.messages import JobsScheduled, Settle, StopDispatching
 from schedlog.actors.node import make_node_id
 from schedlog.actors.recovery import RecoverNow, RecoveryActor
 from schedlog.actors.runner import DEFAULT_LEASE_MS
 from schedlog.actors.timer import Spread, TimerActor
 from schedlog.audit import DEFAULT_RETENTION_MS, Audit
 from schedlog.clock import Clock, SystemClock
-from schedlog.context import ActionCtx, MutationCtx, run_mutation_now
+from schedlog.context import run_mutation_now
 from schedlog.errors import (
     ConfigurationError,
     IdleTimeoutError,
     JobNotFoundError,
     RuntimeClosedError,
     StoreError,
-    UnknownFunctionError,
 )
 from schedlog.events import FunctionKind
+from schedlog.hosting import Hosting, refuse_inside_a_function
 from schedlog.options import check_options, check_seconds
 from schedlog.projections.queries import DueJob, history_entries, job_key
 from schedlog.projections.reads import READ_VERSIONS
 from schedlog.projections.sql import Dialect
-from schedlog.registry import Registry, refuse_unrun
+from schedlog.registry import Registry
 from schedlog.scheduler import AppScheduler
 from schedlog.shutdown import ACTOR_STOP_S, stop_actor, stop_executors
 from schedlog.store import ChangeListener, open_store
 from schedlog.urls import parse_store_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Mapping
     from types import TracebackType
     from uuid import UUID
 
     from eventsourcing.application import Repository
 
-    from schedlog.events import ScheduledFunction
 
 __all__ = ["App"]
 
@@ -73,21 +70,6 @@ def _stop_running_apps() -> None:
     """Stop, gracefully, every App still running at interpreter exit (actor threads are daemons)."""
     for app in list(_RUNNING):
         app.stop()
-
-
-_RUNNING_JOB = threading.local()
-"""The App and job whose function runs on this thread, if any (`_refuse_inside_a_function`)."""
-
-
-def _refuse_inside_a_function(app: App, call: str) -> None:
-    """Refuse a call that waits for `app`'s running functions, made by one of them."""
-    running: tuple[App, str] | None = getattr(_RUNNING_JOB, "running", None)
-    if running is not None and running[0] is app:
-        job_id = running[1]
-        raise RuntimeClosedError(
-            f"{call} cannot be called from inside a scheduled function (job {job_id}): it "
-            "would wait for that function itself; call it from application code"
-        )
 
 
 def _channel_of(recorder: object) -> str:
@@ -120,7 +102,7 @@ class _Source:
         return self._app.store.live_nodes(now_ms)
 
 
-class App(Audit):
+class App(Audit, Hosting):
     """A schedlog application: a store, registered functions, and the actor runtime.
 
     Args:
@@ -238,96 +220,6 @@ class App(Audit):
             raise JobNotFoundError(str(job_id))
         return history_entries(self.store.events.get(job.id))
 
-    # ExecutionHost: what the executors ask of the App.
-
-    def load_job(self, job_id: str) -> ScheduledFunction | None:
-        """Return the job's aggregate, freshly read."""
-        return self.store.load_job(job_id)
-
-    def load_jobs(self, job_ids: Sequence[str]) -> dict[str, ScheduledFunction]:
-        """Return the jobs among `job_ids` that exist, freshly read in one query."""
-        return self.store.load_jobs(job_ids)
-
-    def version_of(self, job_id: str) -> int | None:
-        """Return the version of the job's last event in the store."""
-        return self.store.version_of(job_id)
-
-    def kind_of(self, name: str) -> FunctionKind | None:
-        """Return how `name` runs, if registered."""
-        registered = self.registry.get(name)
-        return None if registered is None else registered.kind
-
-    def invoke(self, job: ScheduledFunction, now_ms: int) -> Invocation:
-        """Run the job's function with a fresh context; its errors become the Invocation's."""
-        registered = self.registry.get(job.name)
-        if registered is None:
-            return Invocation(describe_error(UnknownFunctionError(job.name)))
-        ctx: MutationCtx | ActionCtx
-        if registered.kind is FunctionKind.MUTATION:
-            ctx = MutationCtx(self, job.job_id, now_ms, job.attempt, name=job.name)
-        else:
-            ctx = ActionCtx(self, job.job_id, now_ms, job.attempt)
-        outer = getattr(_RUNNING_JOB, "running", None)
-        _RUNNING_JOB.running = (self, job.job_id)
-        try:
-            result = registered.fn(ctx, *job.args, **job.kwargs)
-            if result is not None:  # nearly always None: no call
-                refuse_unrun(job.name, result)
-        except BaseException as e:
-            log.info("job %s raised %r", job.job_id, e, extra={"job_id": job.job_id})
-            return Invocation(describe_error(e))
-        finally:
-            _RUNNING_JOB.running = outer
-            if isinstance(ctx, MutationCtx):
-                ctx.finish()
-        if isinstance(ctx, MutationCtx):
-            return Invocation(None, ctx.staged, ctx.reads)
-        return Invocation(None)
-
-    def heartbeat(self, now_ms: int) -> None:
-        """Record this node as alive (renews the leases of the actions it runs, S19)."""
-        self.store.heartbeat(self.node_id, now_ms, self.lease_ms)
-
-    def expired_claims(self, now_ms: int) -> list[str]:
-        """Return running actions whose lease ran out on a node not seen since (S19)."""
-        return self.store.expired_claims(now_ms)
-
-    def resubmit_unsure_claims(self, now_ms: int) -> int:
-        """Hand the timer again this node's landed claims not run yet (see the runner's)."""
-        jobs = self._runner.unsure.landed(self.load_job)
-        if jobs and self._timer is not None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                self._timer.tell(JobsScheduled(tuple(DueJob(now_ms, 0, j) for j in jobs)))
-        return len(jobs)
-
-    def store_reachable(self, *, ok: bool, now_ms: int) -> None:
-        """Track how long the store has been unreachable (see `store_outage_ms`)."""
-        if ok:
-            self._store_failing_since = None
-        elif self._store_failing_since is None:
-            self._store_failing_since = now_ms
-
-    def store_outage_ms(self) -> int:
-        """Return how long the store has been unreachable by this runtime (0 if it is fine)."""
-        since = self._store_failing_since
-        return 0 if since is None else max(self.clock.now_ms() - since, 0)
-
-    def backing_off(self, job_id: str, until_ms: int) -> None:
-        """Tell the timer an executor waits out a store outage (it is not busy until then)."""
-        timer = self._timer
-        if timer is not None:
-            with contextlib.suppress(pykka.ActorDeadError):
-                timer.tell(BackingOff(job_id, until_ms))
-
-    def check_accepting(self) -> None:
-        """Raise RuntimeClosedError if the App is closed or a runtime actor died."""
-        if self._closed:
-            raise RuntimeClosedError("the App is closed")
-        timer = self._timer
-        actors = [timer, self._recovery, *self._executors]
-        if timer is not None and not all(a is None or a.is_alive() for a in actors):
-            raise RuntimeClosedError("the runtime died; see the log for the actor's error")
-
     # Running.
 
     def start(self) -> None:
@@ -385,7 +277,7 @@ class App(Audit):
         which saves the outcome when the function ends (unless recovery failed it meanwhile).
         """
         check_seconds(timeout_s)
-        _refuse_inside_a_function(self, "app.stop")
+        refuse_inside_a_function(self, "app.stop")
         with self._lock:
             timer, self._timer = self._timer, None
             executors, self._executors = self._executors, []
@@ -416,7 +308,7 @@ class App(Audit):
 
     def close(self) -> None:
         """Stop the runtime and close the store."""
-        _refuse_inside_a_function(self, "app.close")
+        refuse_inside_a_function(self, "app.close")
         self.stop()
         with self._lock:
             if self._closed:
@@ -451,7 +343,7 @@ class App(Audit):
         count, nor do due jobs waiting for the executors they hold.
         """
         check_seconds(timeout_s)
-        _refuse_inside_a_function(self, "app.wait_until_idle")
+        refuse_inside_a_function(self, "app.wait_until_idle")
         timer = self._timer
         if timer is None:
             raise RuntimeClosedError("the runtime is not started: call app.start() first")
