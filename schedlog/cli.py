@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
+from schedlog import cli_args
 from schedlog import cli_render as render
 from schedlog.app import App
 from schedlog.audit import DEFAULT_RETENTION_MS
@@ -62,7 +63,7 @@ class _Group(click.Group):
             raise click.ClickException(str(e)) from e
 
 
-@click.group(cls=_Group, epilog=render.TIME_HELP)
+@click.group(cls=_Group, epilog=cli_args.TIME_HELP)
 @click.option(
     "--store",
     metavar="URL",
@@ -137,7 +138,7 @@ def _get_document(app: App, job_id: str) -> dict[str, Any]:
     show_default=True,
     help="The SQLite file to (re)create for the demo.",
 )
-@render.JSON_FLAG
+@cli_args.JSON_FLAG
 @click.pass_obj
 def demo(options: Options, path: Path) -> None:
     """Run a short demo on a fresh SQLite file and print what happened."""
@@ -194,19 +195,19 @@ def run(options: Options, target: str, grace: float, log_level: str, max_outage:
     run_worker(options.store, target, grace=grace, max_outage=max_outage)
 
 
-@main.command(name="ls", epilog=render.TIME_HELP)
+@main.command(name="ls", epilog=cli_args.TIME_HELP)
 @STATE_OPTION
 @NAME_OPTION
 @click.option("--parent", "parent_id", metavar="ID", default=None, help="Only jobs ID scheduled.")
 @click.option(
-    "--after", "scheduled_after_ms", **render.TIME_OPTION, help="Only jobs due at/after TIME."
+    "--after", "scheduled_after_ms", **cli_args.TIME_OPTION, help="Only jobs due at/after TIME."
 )
 @click.option(
-    "--before", "scheduled_before_ms", **render.TIME_OPTION, help="Only jobs due before TIME."
+    "--before", "scheduled_before_ms", **cli_args.TIME_OPTION, help="Only jobs due before TIME."
 )
 @click.option("--order", type=click.Choice(["asc", "desc"]), default="asc", show_default=True)
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
-@render.JSON_FLAG
+@cli_args.JSON_FLAG
 @click.pass_obj
 def list_jobs(options: Options, /, limit: int, **filters: Any) -> None:
     """List scheduled functions by scheduledTime (due time), then scheduling order."""
@@ -225,7 +226,7 @@ def list_jobs(options: Options, /, limit: int, **filters: Any) -> None:
 
 @main.command()
 @click.argument("job_id", metavar="ID")
-@render.JSON_FLAG
+@cli_args.JSON_FLAG
 @click.pass_obj
 def show(options: Options, job_id: str) -> None:
     """Show one scheduled function's document."""
@@ -239,7 +240,7 @@ def show(options: Options, job_id: str) -> None:
 
 @main.command()
 @click.argument("job_id", metavar="ID")
-@render.JSON_FLAG
+@cli_args.JSON_FLAG
 @click.pass_obj
 def history(options: Options, job_id: str) -> None:
     """Show a job's timeline (its events, oldest first), its parent and its children.
@@ -262,7 +263,7 @@ def history(options: Options, job_id: str) -> None:
 
 @main.command()
 @click.argument("job_id", metavar="ID")
-@render.JSON_FLAG
+@cli_args.JSON_FLAG
 @click.pass_obj
 def cancel(options: Options, job_id: str) -> None:
     """Cancel a pending or running scheduled function (a finished one is left alone)."""
@@ -291,11 +292,11 @@ def cancel(options: Options, job_id: str) -> None:
         click.echo(f"{job_id}: {doc['state']['kind']}")
 
 
-@main.command(name="cancel-all", epilog=render.TIME_HELP)
+@main.command(name="cancel-all", epilog=cli_args.TIME_HELP)
 @NAME_OPTION
-@click.option("--before", **render.TIME_OPTION, help="Only jobs due before TIME.")
+@click.option("--before", **cli_args.TIME_OPTION, help="Only jobs due before TIME.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@render.JSON_FLAG
+@cli_args.JSON_FLAG
 @click.pass_obj
 def cancel_all(options: Options, name: str | None, before: int | None, yes: bool) -> None:
     """Cancel every pending and running job, or those matching --name and --before.
@@ -320,20 +321,20 @@ def cancel_all(options: Options, name: str | None, before: int | None, yes: bool
         click.echo(f"canceled {render.jobs(canceled)} ({what})")
 
 
-@main.command(epilog=render.TIME_HELP)
-@click.option("--as-of", **render.TIME_OPTION, help="Build the view as it stood at TIME instead.")
+@main.command(epilog=cli_args.TIME_HELP)
+@click.option("--as-of", **cli_args.TIME_OPTION, help="Build the view as it stood at TIME instead.")
 @STATE_OPTION
 @NAME_OPTION
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most [100].")
 @click.option(
     "--retention",
     "retention_ms",
-    type=render.RETENTION,
+    type=cli_args.RETENTION,
     default="7",
     show_default=True,
     help="Days finished jobs stay in the view (the App's retention_ms); 'forever' keeps them.",
 )
-@render.JSON_FLAG
+@cli_args.JSON_FLAG
 @click.pass_obj
 def replay(
     options: Options,
@@ -380,7 +381,7 @@ def replay(
 
 
 @main.command()
-@render.JSON_FLAG
+@cli_args.JSON_FLAG
 @click.pass_obj
 def stats(options: Options) -> None:
     """Show jobs by state, how many run, the scheduler's lag and a health word.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from schedlog.cli_render import iso_ms, parse_time
+from schedlog.cli_args import parse_time
+from schedlog.cli_render import iso_ms
 
 T0 = 1_800_000_000_000  # 2027-01-15T08:00:00Z
 
