@@ -56,8 +56,8 @@ def run_worker(store: str | None, target: str, *, grace: float, max_outage: floa
             signal.signal(signum, previous[signum])
             signal.raise_signal(signum)
             return
+        stopping.set()  # before the log line: a second signal sent on seeing it is a second
         log.info("received %s; stopping", signal.Signals(signum).name)
-        stopping.set()
 
     previous: dict[int, Any] = {}
     previous.update({s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)})
