@@ -26,6 +26,7 @@ __all__ = [
     "encoded_size",
     "is_plain_int",
     "is_text",
+    "unencodable",
 ]
 
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
@@ -283,3 +284,18 @@ def is_plain_int(value: object) -> TypeGuard[int]:
 def is_text(value: object) -> bool:
     """Return whether `value` is a str with something other than blanks in it."""
     return isinstance(value, str) and bool(value.strip())
+
+
+def unencodable(text: str) -> str | None:
+    """Return why `text` cannot be stored (a lone surrogate: no UTF-8 for it), or None.
+
+    Python makes such strs of bytes that are not UTF-8 (a command line's, `os.fsdecode`'s);
+    SQLite and orjson refuse them with their own errors.
+    """
+    try:
+        text.encode()
+    except UnicodeEncodeError as e:
+        return (
+            f"{text!r} is not valid text: {e.reason} at index {e.start} (bytes that are not UTF-8?)"
+        )
+    return None

@@ -6,19 +6,19 @@ import base64
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import orjson
 
 from schedlog.events import InvalidQueryError, JobState, ScheduledFunction
 from schedlog.events.function import canonical_id
-from schedlog.events.validation import is_plain_int, is_text
+from schedlog.events.validation import is_plain_int, is_text, unencodable
 from schedlog.projections.rows import to_document
 from schedlog.projections.schema import COUNTS, LINKS, TABLE
 from schedlog.projections.sql import Dialect
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Callable, Iterable
 
     from schedlog.projections.sql import Db
 
@@ -48,6 +48,8 @@ def job_key(job_id: object, label: str) -> str:
         raise InvalidQueryError(f"{label} must be a str, got {type(job_id).__name__}")
     if not is_text(job_id):
         raise InvalidQueryError(f"{label} must not be blank, got {job_id!r}")
+    if (why := unencodable(job_id)) is not None:
+        raise InvalidQueryError(f"{label} {why}")
     return canonical_id(job_id)
 
 
@@ -94,19 +96,31 @@ class DueJob(NamedTuple):
     job_id: str
 
 
-def _encode_cursor(scheduled_time: int, seq: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps([scheduled_time, seq])).decode()
+def _encode_cursor(scheduled_time: int, seq: int, order: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([scheduled_time, seq, order])).decode()
 
 
-def _decode_cursor(cursor: object) -> tuple[int, int]:
+def _decode_cursor(cursor: object, order: str) -> tuple[int, int]:
+    """Return the (scheduled_time, seq) a page ended at; refuse a cursor of the other order.
+
+    A cursor of the other order went on from its row the other way: it gave rows of the
+    pages before again, without a word. (Filters are not in it: pass the same ones back.)
+    """
     if not isinstance(cursor, str):
         raise InvalidQueryError(f"cursor must be a str this view returned, got {cursor!r}")
     try:
-        time, seq = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        time, seq, its_order = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, TypeError) as e:
         raise InvalidQueryError(f"cursor {cursor!r} is not one this view returned") from e
-    if not all(isinstance(v, int) and _MIN_MS <= v <= _MAX_MS for v in (time, seq)):
+    if not all(is_plain_int(v) and _MIN_MS <= v <= _MAX_MS for v in (time, seq)) or (
+        its_order not in _ORDERS
+    ):
         raise InvalidQueryError(f"cursor {cursor!r} is not one this view returned")
+    if its_order != order:
+        raise InvalidQueryError(
+            f"cursor {cursor!r} continues a query in {its_order!r} order, not {order!r}: "
+            "pass it back with the same order and filters"
+        )
     return time, seq
 
 
@@ -117,6 +131,8 @@ class ScheduledFunctions:
         self._db = db
         self._table = table
         self._counted = counted  # the live view keeps counts by trigger; a replayed one does not
+        self.name_of: Callable[[object], str] | None = None
+        """The registered name of a function object (the App sets it): `query(name=fn)`."""
 
     def _rows(self, sql: str, params: Iterable[object]) -> list[Any]:
         with self._db.transaction(commit=False) as c:
@@ -132,7 +148,7 @@ class ScheduledFunctions:
     def query(  # noqa: PLR0913, PLR0917 - the filters of semantics.md
         self,
         state: str | None = None,
-        name: str | None = None,
+        name: str | Callable[..., Any] | None = None,
         scheduled_after_ms: float | None = None,
         scheduled_before_ms: float | None = None,
         order: str = "asc",
@@ -145,7 +161,12 @@ class ScheduledFunctions:
         `scheduled_after_ms` is inclusive, `scheduled_before_ms` exclusive; `parent_id` keeps
         the jobs that job scheduled.
         """
-        where, params = self._filters(state, name, scheduled_after_ms, scheduled_before_ms)
+        ref: object = name  # typed; checked as the caller may pass anything
+        if ref is not None and not isinstance(ref, str) and callable(ref) and self.name_of:
+            name = self.name_of(ref)  # the function, as `cancel_all` and the schedulers take it
+        where, params = self._filters(
+            state, cast("str | None", name), scheduled_after_ms, scheduled_before_ms
+        )
         if parent_id is not None:
             where.append("parent_id = ?")
             params.append(job_key(parent_id, "parent_id"))
@@ -157,7 +178,7 @@ class ScheduledFunctions:
             raise InvalidQueryError(f"limit must be an int from 1 to {MAX_LIMIT}, got {limit!r}")
         if cursor is not None:
             where.append(f"(scheduled_time, seq) {cmp} (?, ?)")
-            params.extend(_decode_cursor(cursor))
+            params.extend(_decode_cursor(cursor, order))
         sql = (
             f"SELECT * FROM {self._table}"  # noqa: S608 - every value is a parameter
             + (f" WHERE {' AND '.join(where)}" if where else "")
@@ -166,7 +187,10 @@ class ScheduledFunctions:
         rows = self._rows(sql, [*params, limit + 1])
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = _encode_cursor(rows[-1]["scheduled_time"], rows[-1]["seq"]) if more else None
+        last = rows[-1] if more else None
+        next_cursor = (
+            None if last is None else _encode_cursor(last["scheduled_time"], last["seq"], order)
+        )
         return Page([to_document(r) for r in rows], next_cursor)
 
     @staticmethod
@@ -188,7 +212,12 @@ class ScheduledFunctions:
             params.append(state)
         if name is not None:
             if not isinstance(name, str):
-                raise InvalidQueryError(f"name must be a str, got {name!r}")
+                raise InvalidQueryError(
+                    f"name must be a function's registered name (a str) or the function, "
+                    f"got {name!r}"
+                )
+            if (why := unencodable(name)) is not None:
+                raise InvalidQueryError(f"name {why}")
             where.append("name = ?")
             params.append(name)
         for value, clause, label in (

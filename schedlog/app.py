@@ -136,6 +136,7 @@ class App(Audit, Hosting):
         self.node_id = make_node_id()
         self._started = False  # once started, each start is a new node
         self.registry = Registry()
+        self.scheduled_functions.name_of = lambda fn: self.registry.resolve(fn).name
         self.scheduler = AppScheduler(self)
         self._commits = CommitPool(min(max_concurrency, MAX_COMMIT_THREADS))
         self._lead = Lead()  # the executors report claims, the timer hands jobs over early

@@ -64,6 +64,11 @@ class Audit:
         same `get` / `query` is returned, as it stood at that instant; close it when done.
         `progress(read, total)` is called after each page of the log.
         """
+        given: object = progress  # typed; checked as the caller may pass anything
+        if given is not None and not callable(given):
+            raise ConfigurationError(
+                f"progress must be a function of (read, total) or None, got {progress!r}"
+            )
         db = self.store.db
         decoder = JobEventDecoder(self.store.mapper)
         if as_of is None:
@@ -80,13 +85,15 @@ class Audit:
                 f"as_of must be epoch milliseconds within +-{MAX_AS_OF_MS:,} (the year 9999), "
                 f"got {as_of!r}"
             )
-        return build_as_of(
+        view = build_as_of(
             db,
             decoder,
             as_of,
             retain_after_ms=self._retain_after(as_of),
             progress=progress,
         )
+        view.name_of = self.scheduled_functions.name_of
+        return view
 
     def _retain_after(self, now_ms: int) -> int | None:
         return None if self.retention_ms is None else now_ms - self.retention_ms

@@ -24,6 +24,10 @@ def check_options(
         raise ConfigurationError(
             f"clock must be a Clock (now_ms and wake_at, e.g. SystemClock()), got {clock!r}"
         )
+    if clock is not None and not is_plain_int(now := clock.now_ms()):  # type: ignore[attr-defined]
+        raise ConfigurationError(
+            f"clock.now_ms() must return whole epoch milliseconds (an int), got {now!r}"
+        )
     if not is_plain_int(max_concurrency) or not 1 <= max_concurrency <= 256:  # noqa: PLR2004
         raise ConfigurationError(
             f"max_concurrency must be an int from 1 to 256, got {max_concurrency!r}"

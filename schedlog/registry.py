@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from schedlog.errors import ArgsMismatchError, ConfigurationError, UnknownFunctionError
-from schedlog.events.validation import is_text
+from schedlog.events.validation import is_text, unencodable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
@@ -132,6 +132,8 @@ class Registry:
             name = default_name(fn)
         if not isinstance(name, str) or not is_text(name):
             raise ConfigurationError(f"a function name must be a non-empty str, got {name!r}")
+        if (why := unencodable(name)) is not None:
+            raise ConfigurationError(f"a function name must be storable: {why}")
         signature = _signature_of(fn)
         entry = Registered(name, kind, fn, signature, _arity(signature))
         with self._lock:

@@ -20,7 +20,7 @@ from schedlog.errors import (
 )
 from schedlog.events import JobState, ScheduledFunction
 from schedlog.events.function import canonical_id
-from schedlog.events.validation import check_args, due_time_after, due_time_at
+from schedlog.events.validation import check_args, due_time_after, due_time_at, unencodable
 from schedlog.events.values import MAX_ARGS_BYTES, MAX_SCHEDULED_PER_MUTATION
 
 if TYPE_CHECKING:
@@ -162,9 +162,13 @@ class AppScheduler(Scheduler):
                     value=name,
                 )
             name = self._core.registry.resolve(name).name
+        if name is not None and (why := unencodable(name)) is not None:
+            raise ScheduleValidationError(f"name {why}", field="name", value=name)
         given: object = before_ms  # checked as the caller may pass anything
         if given is not None and (
-            isinstance(given, bool) or not isinstance(given, (int, float)) or math.isnan(given)
+            isinstance(given, bool)
+            or not isinstance(given, (int, float))
+            or (isinstance(given, float) and math.isnan(given))
         ):
             raise ScheduleValidationError(
                 f"before_ms must be a number of ms, got {before_ms!r}",

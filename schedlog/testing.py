@@ -7,6 +7,8 @@ import itertools
 import threading
 from typing import TYPE_CHECKING
 
+from schedlog.events.validation import is_plain_int
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -38,7 +40,7 @@ class FakeClock:
     """
 
     def __init__(self, now_ms: int = 1_800_000_000_000) -> None:
-        self._now = now_ms
+        self._now = _whole_ms("now_ms", now_ms)
         self._heap: list[tuple[int, int, _FakeWakeup]] = []
         self._counter = itertools.count()
         self._lock = threading.RLock()
@@ -62,13 +64,14 @@ class FakeClock:
 
     def advance(self, ms: int) -> None:
         """Move time forward by `ms` milliseconds, firing each wake-up at its deadline."""
-        if ms < 0:
+        if _whole_ms("ms", ms) < 0:
             msg = f"FakeClock cannot go back: advance({ms})"
             raise ValueError(msg)
         self.set(self.now_ms() + ms)
 
     def set(self, at_ms: int) -> None:
         """Move time forward to `at_ms`, firing each wake-up at its deadline."""
+        _whole_ms("at_ms", at_ms)
         while True:
             with self._lock:
                 if at_ms < self._now:
@@ -83,3 +86,15 @@ class FakeClock:
                 wakeup.callback = None
             if callback is not None:
                 callback()
+
+
+def _whole_ms(label: str, value: object) -> int:
+    """Return `value` if it is a whole number of ms (an int), else raise TypeError naming it.
+
+    Times are whole milliseconds everywhere (ids, events, the view): a float slipped in
+    failed later, in the first `run_after`, with an error about `&`.
+    """
+    if not is_plain_int(value):
+        msg = f"FakeClock takes whole milliseconds (an int) for {label}, got {value!r}"
+        raise TypeError(msg)
+    return value
