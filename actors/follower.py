@@ -4,7 +4,13 @@ The view is written in the same transaction as the events, so it needs no follow
 what this process cannot know is when another process appended. A small daemon thread tells
 the timer when the log moved: on PostgreSQL whenever the store says so (LISTEN/NOTIFY, which
 every insert sends; one message at a time, since the timer reads to the log's end), on SQLite
-by reading the log's last position every 50 ms (S11b asks 100 ms).
+by reading the log's last position every 50 ms (S11b asks 100 ms). On PostgreSQL it also reads
+that position every `CHECK_EVERY` waits (1 s): a LISTEN connection that died without a word (a
+NAT's or firewall's idle timeout drops it silently) heard nothing while the node went on
+beating, and jobs other processes scheduled waited for the timer's own re-read, up to 30 s.
+When the log moved since the last look, the timer is told (it reads on from where it is: one
+query if it had heard all); when it moved twice with nothing heard, the listening connection
+is opened again.
 
 Why 50 ms and not less: a worker draining jobs that another process keeps scheduling takes
 the jobs that came in since the last look as one batch, whose claims and outcomes share
@@ -34,6 +40,9 @@ __all__ = ["LogWatcher"]
 log = logging.getLogger(__name__)
 
 POLL_S = 0.05
+CHECK_EVERY = 20
+"""PostgreSQL: waits for a notification (of up to `POLL_S` each) between two reads of the
+log's position, which find what a silent LISTEN connection missed (1 s)."""
 
 
 class LogWatcher:
@@ -48,6 +57,7 @@ class LogWatcher:
         timer: pykka.ActorRef[Any],
         poll_s: float = POLL_S,
         wait: Callable[[float], bool] | None = None,
+        relisten: Callable[[], None] | None = None,
     ) -> None:
         self._source = source
         self._timer = timer
@@ -55,6 +65,9 @@ class LogWatcher:
         # How to wait for a change: a plain sleep (SQLite), or until the store notifies one
         # (PostgreSQL's LISTEN), at most poll_s either way.
         self._wait = wait
+        self._relisten = relisten  # drop the listening connection: the next wait opens another
+        self._last_seen: int | None = None  # the log's position at the last look (PostgreSQL)
+        self._unheard = 0  # looks in a row that found the log moved with nothing heard
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="schedlog-log-watcher", daemon=True)
 
@@ -98,6 +111,8 @@ class LogWatcher:
         """
         handled: threading.Event | None = None
         failing = _Failing("cannot wait for notifications")
+        heard = False  # a notification since the last look at the log's position
+        waits = 0
         while not self._stopped.is_set():
             try:
                 notified = wait(self._poll_s)
@@ -107,11 +122,46 @@ class LogWatcher:
                 notified = True  # look anyway: a notification may have been lost meanwhile
             else:
                 failing.ok()
+            heard = heard or notified
+            waits += 1
+            if waits >= CHECK_EVERY:
+                waits = 0
+                if self._moved(heard):
+                    notified = True  # the timer reads from where it is: a miss costs 1 s
+                heard = False
             if not notified or (handled is not None and not handled.is_set()):
                 continue
             handled = threading.Event()
             if not self._tell(LogAdvanced(None, handled)):
                 return
+
+    def _moved(self, heard: bool) -> bool:  # noqa: FBT001
+        """Look at the log's position: whether it moved since the last look.
+
+        The timer is then told whatever was heard (a notification heard in the interval says
+        nothing of an append after it whose NOTIFY was lost). A move with nothing heard makes
+        the listener suspect: the second such look in a row opens it again (one may be a
+        commit whose NOTIFY was on its way as the position was read). A position that cannot
+        be read is left for the next look (the waits report the store's errors).
+        """
+        try:
+            position = self._source.log_position()
+        except Exception:
+            log.debug("cannot read the log position", exc_info=True)
+            return False
+        before, self._last_seen = self._last_seen, position
+        if before is None or position == before:
+            self._unheard = 0
+            return False
+        if heard:
+            self._unheard = 0
+            return True
+        self._unheard += 1
+        if self._unheard >= 2 and self._relisten is not None:  # noqa: PLR2004 - twice in a row
+            log.warning("the log moved twice with no notification: listening again")
+            self._relisten()
+            self._unheard = 0
+        return True
 
     def _tell(self, message: LogAdvanced) -> bool:
         try:

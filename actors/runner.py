@@ -42,8 +42,10 @@ that the read is not part of its start lag (~0.2-0.3 ms at the median, 0.6-1 ms 
 A cancel landing after the look is a cancel in progress (S21): the action runs, its state
 stays canceled."""
 UNSAVED_CAP_MS = 30_000
-"""The longest backoff of a try that saved nothing (`JobRunner.later`): the delays grow through
-a write outage, but a job still waits at most this long once the store is back."""
+"""The longest backoff of a try that saved nothing (`JobRunner.later`) and between two tries to
+save an outcome (`_record_outcome`): the delays grow through a write outage, but a job still
+waits at most this long once the store is back (an action's outcome waited 55 s after a 70 s
+outage: it stayed `inProgress` that long)."""
 DEFAULT_LEASE_MS = 30_000
 """How long an action's claim lasts unless its node is seen alive (S19)."""
 
@@ -342,7 +344,7 @@ class JobRunner:
                 if step is _Next.AGAIN:
                     continue  # a cancel landed, say: complete the fresh job at once
             failures += 1
-            delay = backoff_ms(Fault.TRANSIENT, failures, self._rng)
+            delay = backoff_ms(Fault.TRANSIENT, failures, self._rng, UNSAVED_CAP_MS)
             log.warning("job %s: cannot save its outcome; again in %d ms", job_id, delay)
             if not self._pause(job_id, delay):
                 return

@@ -262,8 +262,12 @@ class App(Audit, Hosting):
             recorder = self.store.view_recorder
             if recorder.dialect is Dialect.POSTGRES:
                 self._listener = ChangeListener(self.store_config, _channel_of(recorder))
+            listener = self._listener
             self._watcher = LogWatcher(
-                _Source(self), timer, wait=None if self._listener is None else self._listener.wait
+                _Source(self),
+                timer,
+                wait=None if listener is None else listener.wait,
+                relisten=None if listener is None else listener.close,
             )
             self._watcher.start()
             _RUNNING.add(self)

@@ -155,6 +155,31 @@ def test_an_actions_outcome_survives_a_store_outage(
     assert types(app, job) == ["Scheduled", "Started", "Completed"]
 
 
+def test_an_outcome_held_up_by_a_long_outage_is_saved_within_30_s_of_its_end(
+    app: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tries to save an outcome backed off without a cap (S15's 2 h): after a 70 s
+    PostgreSQL outage an action stayed `inProgress` 55 s more ("again in 54693 ms")."""
+    ran: list[str] = []
+
+    @app.action(name="io:send")
+    def send(ctx) -> None:
+        ran.append(ctx.job_id)
+
+    failures = outage(app, monkeypatch, when=has(ScheduledFunction.Completed), times=12)
+    job = app.scheduler.run_after(0, send)
+    app.start()
+    app.wait_until_idle()
+    for _ in range(13):  # each try within 30 s of the one before (uncapped: up to 2,048 s)
+        clock.advance(UNSAVED_CAP_MS)
+        app.wait_until_idle()
+        if state(app, job) == "success":
+            break
+    assert len(failures) == 12
+    assert state(app, job) == "success"
+    assert ran == [job]
+
+
 def test_an_action_claim_that_hits_an_outage_is_claimed_again_later(
     app: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

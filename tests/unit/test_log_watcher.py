@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
-from schedlog.actors.follower import _Failing
+from schedlog.actors.follower import CHECK_EVERY, LogWatcher, _Failing
+from schedlog.actors.messages import LogAdvanced
 
 
 def test_a_store_outage_logs_a_few_lines_and_backs_off(caplog: pytest.LogCaptureFixture) -> None:
@@ -27,3 +29,108 @@ def test_a_store_outage_logs_a_few_lines_and_backs_off(caplog: pytest.LogCapture
     assert pauses[:5] == [2, 4, 8, 16, 20]
     assert set(pauses[5:]) == {_Failing.MAX_PAUSE}
     assert failing.pause() == 1  # back to one poll once the store answers
+
+
+class _Log:
+    """A log other processes append to while the watcher waits: every 5th wait, one append."""
+
+    def __init__(self, *, heard: bool) -> None:
+        self.position = 10
+        self.waits = 0
+        self.heard = heard  # whether the append's NOTIFY reaches the watcher
+
+    def log_position(self) -> int:
+        return self.position
+
+    def wait(self, _timeout_s: float) -> bool:
+        self.waits += 1
+        if self.waits % 5:
+            return False
+        self.position += 1
+        return self.heard
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.told: list[LogAdvanced] = []
+        self.first = threading.Event()
+
+    def tell(self, message: LogAdvanced) -> None:
+        if message.handled is not None:
+            message.handled.set()  # read at once, as the timer does
+        self.told.append(message)
+        self.first.set()
+
+
+def _watch(log_: _Log, timer: _Timer, relisten: threading.Event, until: threading.Event) -> None:
+    watcher = LogWatcher(
+        log_,  # type: ignore[arg-type] # the one method the watcher reads
+        timer,  # type: ignore[arg-type] # an ActorRef's tell
+        poll_s=0.001,
+        wait=log_.wait,
+        relisten=relisten.set,
+    )
+    watcher.start()
+    try:
+        assert until.wait(10)
+    finally:
+        watcher.stop()
+
+
+def test_a_silent_listener_is_found_out_by_the_log_moving() -> None:
+    """A LISTEN connection dropped silently (a NAT's idle timeout) heard nothing; jobs other
+    processes scheduled waited up to 30 s for the timer's own re-read (S11b: 100 ms)."""
+    log_, timer, relistened = _Log(heard=False), _Timer(), threading.Event()
+    _watch(log_, timer, relistened, relistened)  # the second look that finds appends unheard
+    assert timer.told, "the timer was never told of the unheard appends"
+    assert all(m.position is None for m in timer.told)  # "read to the log's end"
+    assert log_.waits >= 3 * CHECK_EVERY  # the first look only notes the position
+
+
+def test_a_listener_that_hears_the_appends_is_left_alone() -> None:
+    """Every append heard: no new connection, however long it runs (the looks still tell the
+    timer: one heard notification says nothing of a later append whose NOTIFY was lost)."""
+    log_, timer, relistened = _Log(heard=True), _Timer(), threading.Event()
+    enough = threading.Event()
+    wait = log_.wait
+
+    def counted(timeout_s: float) -> bool:
+        if log_.waits >= 10 * CHECK_EVERY:
+            enough.set()
+        return wait(timeout_s)
+
+    log_.wait = counted  # type: ignore[method-assign]
+    _watch(log_, timer, relistened, enough)
+    assert not relistened.is_set()
+    assert len(timer.told) >= log_.position - 10  # at least one message per append heard
+
+
+def test_an_append_lost_after_one_heard_is_found_by_the_next_look() -> None:
+    """A heard NOTIFY and, later in the same second, a lost one: the look saw the log moved and
+    something heard, and let it be; the lost append's job waited 27 s (a frozen LISTEN)."""
+    log_, timer, relistened = _Log(heard=True), _Timer(), threading.Event()
+    told_at: list[int] = []
+    tell = timer.tell
+
+    def noted(message: LogAdvanced) -> None:
+        told_at.append(log_.waits)
+        tell(message)
+
+    timer.tell = noted  # type: ignore[method-assign]
+    enough = threading.Event()
+
+    def wait(_timeout_s: float) -> bool:
+        log_.waits += 1
+        if log_.waits >= 3 * CHECK_EVERY:
+            enough.set()
+        if log_.waits in {2, CHECK_EVERY + 2, CHECK_EVERY + 5}:
+            log_.position += 1
+            return log_.waits != CHECK_EVERY + 5  # this one's NOTIFY is lost
+        return False
+
+    log_.wait = wait  # type: ignore[method-assign]
+    _watch(log_, timer, relistened, enough)
+    # Told for the two heard, then by the look after the lost one (at the 2nd look's wait).
+    assert told_at[:2] == [2, CHECK_EVERY + 2]
+    assert 2 * CHECK_EVERY in told_at, told_at
+    assert not relistened.is_set()  # something was heard in that interval
