@@ -4,13 +4,18 @@ The view is written in the same transaction as the events, so it needs no follow
 what this process cannot know is when another process appended. A small daemon thread tells
 the timer when the log moved: on PostgreSQL whenever the store says so (LISTEN/NOTIFY, which
 every insert sends; one message at a time, since the timer reads to the log's end), on SQLite
-by reading the log's last position every 50 ms (S11b asks 100 ms). On PostgreSQL it also reads
-that position every `CHECK_EVERY` waits (1 s): a LISTEN connection that died without a word (a
-NAT's or firewall's idle timeout drops it silently) heard nothing while the node went on
-beating, and jobs other processes scheduled waited for the timer's own re-read, up to 30 s.
-When the log moved since the last look, the timer is told (it reads on from where it is: one
-query if it had heard all); when it moved twice with nothing heard, the listening connection
-is opened again.
+by reading the log's last position every 50 ms (S11b asks 100 ms).
+
+On PostgreSQL it also reads that position after every `CHECK_EVERY` waits that heard nothing
+(1 s): a LISTEN connection that died without a word (a NAT's or firewall's idle timeout drops
+it silently) heard nothing while the node went on beating, and jobs other processes scheduled
+waited for the timer's own re-read, up to 30 s. When the log moved since the last look, the
+timer is told (it reads on from where it is: one query if it had heard all); when it moved
+twice in a row with nothing heard, the listening connection is opened again (then after 4, 8,
+... such looks, up to `MAX_UNHEARD`: a listener that can never hear, behind PgBouncer's
+transaction pooling say, is not reopened every few seconds). While notifications keep coming
+nothing is read: the next one makes the timer read to the log's end, past any append whose
+own NOTIFY was lost.
 
 Why 50 ms and not less: a worker draining jobs that another process keeps scheduling takes
 the jobs that came in since the last look as one batch, whose claims and outcomes share
@@ -41,8 +46,10 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.05
 CHECK_EVERY = 20
-"""PostgreSQL: waits for a notification (of up to `POLL_S` each) between two reads of the
-log's position, which find what a silent LISTEN connection missed (1 s)."""
+"""PostgreSQL: waits for a notification that heard nothing (`POLL_S` each) between two reads
+of the log's position, which find what a silent LISTEN connection missed (1 s)."""
+MAX_UNHEARD = 64
+"""The most looks in a row finding the log moved unheard before the listener is reopened."""
 
 
 class LogWatcher:
@@ -68,6 +75,7 @@ class LogWatcher:
         self._relisten = relisten  # drop the listening connection: the next wait opens another
         self._last_seen: int | None = None  # the log's position at the last look (PostgreSQL)
         self._unheard = 0  # looks in a row that found the log moved with nothing heard
+        self._unheard_limit = 2  # how many reopen the listener (doubles with each reopening)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="schedlog-log-watcher", daemon=True)
 
@@ -123,7 +131,7 @@ class LogWatcher:
             else:
                 failing.ok()
             heard = heard or notified
-            waits += 1
+            waits += not notified  # under a stream of notifications, no reads at all
             if waits >= CHECK_EVERY:
                 waits = 0
                 if self._moved(heard):
@@ -141,8 +149,9 @@ class LogWatcher:
         The timer is then told whatever was heard (a notification heard in the interval says
         nothing of an append after it whose NOTIFY was lost). A move with nothing heard makes
         the listener suspect: the second such look in a row opens it again (one may be a
-        commit whose NOTIFY was on its way as the position was read). A position that cannot
-        be read is left for the next look (the waits report the store's errors).
+        commit whose NOTIFY was on its way as the position was read), and each reopening
+        doubles the looks the next one takes. A position that cannot be read is left for the
+        next look (the waits report the store's errors).
         """
         try:
             position = self._source.log_position()
@@ -157,10 +166,14 @@ class LogWatcher:
             self._unheard = 0
             return True
         self._unheard += 1
-        if self._unheard >= 2 and self._relisten is not None:  # noqa: PLR2004 - twice in a row
-            log.warning("the log moved twice with no notification: listening again")
+        if self._unheard >= self._unheard_limit and self._relisten is not None:
+            log.warning(
+                "the log moved %d times in a row with no notification: listening again",
+                self._unheard,
+            )
             self._relisten()
             self._unheard = 0
+            self._unheard_limit = min(self._unheard_limit * 2, MAX_UNHEARD)
         return True
 
     def _tell(self, message: LogAdvanced) -> bool:

@@ -105,15 +105,20 @@ def _decode_cursor(cursor: object, order: str) -> tuple[int, int]:
 
     A cursor of the other order went on from its row the other way: it gave rows of the
     pages before again, without a word. (Filters are not in it: pass the same ones back.)
+    A cursor of an older version, `[time, seq]`, has no order and goes on in the query's.
     """
     if not isinstance(cursor, str):
         raise InvalidQueryError(f"cursor must be a str this view returned, got {cursor!r}")
     try:
-        time, seq, its_order = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
+        time, seq, *rest = orjson.loads(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, TypeError) as e:
         raise InvalidQueryError(f"cursor {cursor!r} is not one this view returned") from e
-    if not all(is_plain_int(v) and _MIN_MS <= v <= _MAX_MS for v in (time, seq)) or (
-        its_order not in _ORDERS
+    its_order = rest[0] if len(rest) == 1 else order  # [time, seq]: a cursor of an older version
+    if (
+        not all(is_plain_int(v) and _MIN_MS <= v <= _MAX_MS for v in (time, seq))
+        or len(rest) > 1
+        or not isinstance(its_order, str)
+        or its_order not in _ORDERS
     ):
         raise InvalidQueryError(f"cursor {cursor!r} is not one this view returned")
     if its_order != order:

@@ -7,6 +7,7 @@ import itertools
 import threading
 from typing import TYPE_CHECKING
 
+from schedlog.errors import ConfigurationError
 from schedlog.events.validation import is_plain_int
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ class FakeClock:
         """Move time forward by `ms` milliseconds, firing each wake-up at its deadline."""
         if _whole_ms("ms", ms) < 0:
             msg = f"FakeClock cannot go back: advance({ms})"
-            raise ValueError(msg)
+            raise ConfigurationError(msg)
         self.set(self.now_ms() + ms)
 
     def set(self, at_ms: int) -> None:
@@ -76,7 +77,7 @@ class FakeClock:
             with self._lock:
                 if at_ms < self._now:
                     msg = f"FakeClock cannot go back from {self._now} to {at_ms}"
-                    raise ValueError(msg)
+                    raise ConfigurationError(msg)
                 if not self._heap or self._heap[0][0] > at_ms:
                     self._now = at_ms
                     return
@@ -89,12 +90,12 @@ class FakeClock:
 
 
 def _whole_ms(label: str, value: object) -> int:
-    """Return `value` if it is a whole number of ms (an int), else raise TypeError naming it.
+    """Return `value` if it is a whole number of ms (an int), else refuse it, naming it.
 
     Times are whole milliseconds everywhere (ids, events, the view): a float slipped in
     failed later, in the first `run_after`, with an error about `&`.
     """
     if not is_plain_int(value):
         msg = f"FakeClock takes whole milliseconds (an int) for {label}, got {value!r}"
-        raise TypeError(msg)
+        raise ConfigurationError(msg)
     return value

@@ -71,14 +71,18 @@ def test_cancel_all_takes_a_bound_past_64_bits_as_query_does(app: App) -> None:
 
 def test_clocks_answer_whole_milliseconds() -> None:
     """A float time was accepted, and the first `run_after` then failed on `&` (TypeError)."""
-    with pytest.raises(TypeError, match=r"whole milliseconds .* now_ms, got 1800000000000\.0"):
+    with pytest.raises(
+        ConfigurationError, match=r"whole milliseconds .* now_ms, got 1800000000000\.0"
+    ):
         FakeClock(now_ms=1.8e12)  # type: ignore[arg-type]
     clock = FakeClock()
-    with pytest.raises(TypeError, match=r"for ms, got 0\.5"):
+    with pytest.raises(ConfigurationError, match=r"for ms, got 0\.5"):
         clock.advance(0.5)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="for at_ms, got"):
+    with pytest.raises(ConfigurationError, match="for at_ms, got"):
         clock.set(float(clock.now_ms() + 1))  # type: ignore[arg-type]
     assert clock.now_ms() == FakeClock().now_ms()  # nothing moved
+    with pytest.raises(ConfigurationError, match="cannot go back"):  # a ValueError too, as before
+        clock.set(clock.now_ms() - 1)
 
     class Floaty(FakeClock):
         def now_ms(self) -> int:
@@ -110,13 +114,24 @@ def test_a_cursor_goes_on_only_in_its_own_order(app: App) -> None:
     assert up.cursor is not None
     with pytest.raises(InvalidQueryError, match="in 'asc' order, not 'desc'"):
         app.scheduled_functions.query(order="desc", limit=2, cursor=up.cursor)
-    rest = app.scheduled_functions.query(limit=2, cursor=up.cursor)
-    assert [d["args"][0] for d in up.items + rest.items] == [0, 1, 2, 3]
+    rest_up = app.scheduled_functions.query(limit=2, cursor=up.cursor)
+    assert [d["args"][0] for d in up.items + rest_up.items] == [0, 1, 2, 3]
     down = app.scheduled_functions.query(order="desc", limit=2)
     assert down.cursor is not None
     rest = app.scheduled_functions.query(order="desc", limit=2, cursor=down.cursor)
     assert [d["args"][0] for d in down.items + rest.items] == [3, 2, 1, 0]
-    for forged in ([True, False, "asc"], [1, 2], [1, 2, "sideways"]):
+    older = base64.urlsafe_b64encode(
+        orjson.dumps(orjson.loads(base64.urlsafe_b64decode(up.cursor))[:2])
+    )
+    assert app.scheduled_functions.query(limit=2, cursor=older.decode()).items == rest_up.items
+    for forged in (
+        [True, False, "asc"],
+        [1, 2, "sideways"],
+        [1, 2, []],
+        [1, 2, {}],
+        [1],
+        [1, 2, "asc", 3],
+    ):
         cursor = base64.urlsafe_b64encode(orjson.dumps(forged)).decode()
         with pytest.raises(InvalidQueryError, match="not one this view returned"):
             app.scheduled_functions.query(cursor=cursor)

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from schedlog.actors.follower import CHECK_EVERY, LogWatcher, _Failing
+from schedlog.actors.follower import CHECK_EVERY, MAX_UNHEARD, LogWatcher, _Failing
 from schedlog.actors.messages import LogAdvanced
 
 
@@ -130,7 +130,66 @@ def test_an_append_lost_after_one_heard_is_found_by_the_next_look() -> None:
 
     log_.wait = wait  # type: ignore[method-assign]
     _watch(log_, timer, relistened, enough)
-    # Told for the two heard, then by the look after the lost one (at the 2nd look's wait).
+    # Told for the two heard, then by the look after the lost one: the 2nd look, once
+    # 2 x CHECK_EVERY waits heard nothing (two heard ones end early: they do not count).
     assert told_at[:2] == [2, CHECK_EVERY + 2]
-    assert 2 * CHECK_EVERY in told_at, told_at
+    assert 2 * CHECK_EVERY + 2 in told_at, told_at
     assert not relistened.is_set()  # something was heard in that interval
+
+
+def test_a_stream_of_notifications_reads_no_position() -> None:
+    """Each heard NOTIFY ended a wait early and counted toward the next look: under load a
+    node read the log's position 86 times a second instead of once (one query each)."""
+    log_, timer, relistened = _Log(heard=True), _Timer(), threading.Event()
+    reads: list[int] = []
+    enough = threading.Event()
+
+    def position() -> int:
+        reads.append(log_.waits)
+        return log_.position
+
+    def wait(_timeout_s: float) -> bool:
+        log_.waits += 1
+        if log_.waits >= 10 * CHECK_EVERY:
+            enough.set()
+        log_.position += 1
+        return True  # every wait hears one
+
+    log_.log_position = position  # type: ignore[method-assign]
+    log_.wait = wait  # type: ignore[method-assign]
+    _watch(log_, timer, relistened, enough)
+    assert reads == []
+    assert len(timer.told) >= 10 * CHECK_EVERY  # the notifications themselves tell the timer
+
+
+def test_a_listener_that_never_hears_is_reopened_ever_less_often() -> None:
+    """Behind a pooler that drops LISTEN, a node reconnected every ~3 s, forever."""
+    log_, timer = _Log(heard=False), _Timer()
+    reopened_at: list[int] = []
+    enough = threading.Event()
+    looks = [0]
+    position = log_.log_position
+
+    def counted() -> int:
+        looks[0] += 1
+        if looks[0] >= 200:
+            enough.set()
+        return position()
+
+    log_.log_position = counted  # type: ignore[method-assign]
+    watcher = LogWatcher(
+        log_,  # type: ignore[arg-type]
+        timer,  # type: ignore[arg-type]
+        poll_s=0.001,
+        wait=log_.wait,
+        relisten=lambda: reopened_at.append(looks[0]),
+    )
+    watcher.start()
+    try:
+        assert enough.wait(30)
+    finally:
+        watcher.stop()
+    # The first look only notes the position; then 2, 4, 8, ... unheard looks per reopening.
+    gaps = [b - a for a, b in zip([1, *reopened_at], reopened_at, strict=False)]
+    assert gaps[:6] == [2, 4, 8, 16, 32, MAX_UNHEARD], reopened_at
+    assert set(gaps[6:]) <= {MAX_UNHEARD}
