@@ -192,10 +192,9 @@ class ScheduledFunctions:
         rows = self._rows(sql, [*params, limit + 1])
         more = len(rows) > limit
         rows = rows[:limit]
-        last = rows[-1] if more else None
-        next_cursor = (
-            None if last is None else _encode_cursor(last["scheduled_time"], last["seq"], order)
-        )
+        next_cursor = None
+        if more:  # then rows holds `limit` of them (at least one)
+            next_cursor = _encode_cursor(rows[-1]["scheduled_time"], rows[-1]["seq"], order)
         return Page([to_document(r) for r in rows], next_cursor)
 
     @staticmethod

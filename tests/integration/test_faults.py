@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from eventsourcing.domain import Aggregate, event
@@ -15,6 +15,9 @@ from schedlog.actors.runner import UNSAVED_CAP_MS
 from schedlog.events import ScheduledFunction
 from schedlog.testing import FakeClock
 from tests.integration.helpers import Account, balance, state, types
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 T0 = 1_800_000_000_000
 
@@ -34,6 +37,17 @@ def outage(app: App, monkeypatch: pytest.MonkeyPatch, *, when, times: int = 1) -
 
     monkeypatch.setattr(app.store, "save", flaky)
     return failures
+
+
+def recording_send(app: App) -> tuple[list[str], Callable[..., None]]:
+    """Register the action `io:send`, which notes each run's job id; return the notes and it."""
+    ran: list[str] = []
+
+    @app.action(name="io:send")
+    def send(ctx) -> None:
+        ran.append(ctx.job_id)
+
+    return ran, send
 
 
 def has(kind: type) -> Any:
@@ -134,11 +148,7 @@ def test_a_store_outage_on_a_mutation_commit_is_retried_s15(
 def test_an_actions_outcome_survives_a_store_outage(
     app: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ran: list[str] = []
-
-    @app.action(name="io:send")
-    def send(ctx) -> None:
-        ran.append(ctx.job_id)
+    ran, send = recording_send(app)
 
     failures = outage(app, monkeypatch, when=has(ScheduledFunction.Completed), times=2)
     job = app.scheduler.run_after(0, send)
@@ -160,11 +170,7 @@ def test_an_outcome_held_up_by_a_long_outage_is_saved_within_30_s_of_its_end(
 ) -> None:
     """The tries to save an outcome backed off without a cap (S15's 2 h): after a 70 s
     PostgreSQL outage an action stayed `inProgress` 55 s more ("again in 54693 ms")."""
-    ran: list[str] = []
-
-    @app.action(name="io:send")
-    def send(ctx) -> None:
-        ran.append(ctx.job_id)
+    ran, send = recording_send(app)
 
     failures = outage(app, monkeypatch, when=has(ScheduledFunction.Completed), times=12)
     job = app.scheduler.run_after(0, send)
@@ -183,11 +189,7 @@ def test_an_outcome_held_up_by_a_long_outage_is_saved_within_30_s_of_its_end(
 def test_an_action_claim_that_hits_an_outage_is_claimed_again_later(
     app: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ran: list[str] = []
-
-    @app.action(name="io:send")
-    def send(ctx) -> None:
-        ran.append(ctx.job_id)
+    ran, send = recording_send(app)
 
     failures = outage(app, monkeypatch, when=has(ScheduledFunction.Started))
     # A backoff of 1-1,000 ms, drawn at random, that ends within the timer's lead (LEAD_MS)
@@ -246,11 +248,7 @@ def test_a_claim_whose_commit_answer_is_lost_runs_once_s17(
     The runner looks whether it landed (0: at once; 1: that read fails too, so on its later
     try): it is this node's claim, not run, so it runs now, once.
     """
-    ran: list[str] = []
-
-    @app.action(name="io:send")
-    def send(ctx) -> None:
-        ran.append(ctx.job_id)
+    ran, send = recording_send(app)
 
     lost = lost_answer(app, monkeypatch, reads_fail=reads_fail)
     job = app.scheduler.run_after(0, send)
@@ -328,11 +326,7 @@ def test_a_lost_claim_answer_whose_retry_was_dropped_is_run_by_recovery_s17_s19(
 ) -> None:
     """The retry the runner asks for can be lost (the timer could not read its due index in
     the same outage); the job, in progress in the view, was never looked at again."""
-    ran: list[str] = []
-
-    @app.action(name="io:send")
-    def send(ctx) -> None:
-        ran.append(ctx.job_id)
+    ran, send = recording_send(app)
 
     job_id = app.scheduler.run_after(60_000, send)
     app.start()
@@ -489,11 +483,7 @@ def test_a_commit_that_cannot_succeed_fails_the_mutation_s16(app: App) -> None:
 def test_the_timer_survives_an_unreadable_due_index(
     app: App, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ran: list[str] = []
-
-    @app.action(name="io:send")
-    def send(ctx) -> None:
-        ran.append(ctx.job_id)
+    ran, send = recording_send(app)
 
     view = app.scheduled_functions
     original = view.due
@@ -550,11 +540,7 @@ def test_claims_that_save_nothing_back_off_longer_each_try_s15(
     outage was tried again within 0-1 s. The delays stop growing at 30 s, so a job waits at
     most that long once the store is back; once a save lands, the count starts again.
     """
-    ran: list[str] = []
-
-    @app.action(name="io:send")
-    def send(ctx) -> None:
-        ran.append(ctx.job_id)
+    ran, send = recording_send(app)
 
     failures = outage(app, monkeypatch, when=has(ScheduledFunction.Started), times=4)
     attempts: list[int] = []
